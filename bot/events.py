@@ -1,0 +1,51 @@
+"""What the watcher detects and the notifier announces: one change of one task, with a stable identity."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+STATUS = "status"
+DEADLINE = "deadline"
+OVERDUE = "overdue"
+EVENT_KINDS = (STATUS, DEADLINE, OVERDUE)
+
+
+@dataclass(frozen=True)
+class Event:
+    """A detected change. `key` is its idempotency identity: the same change detected twice has the same key.
+
+    For `status`, old/new are status names. For `deadline` and `overdue`, they are `Deadline.to_json()` texts
+    (`YYYY-MM-DD` for date-only deadlines, ISO-8601 with offset otherwise) or None when unset.
+    """
+
+    kind: str
+    key: str
+    task_id: int
+    task_general: int
+    task_title: str
+    occurred_at: datetime
+    old_value: str | None = None
+    new_value: str | None = None
+    project_id: int | None = None
+    project_title: str | None = None
+    importance: str = "AVERAGE"
+    actor_id: int | None = None
+    actor_name: str | None = None
+    participants: tuple[int, ...] = ()  # Planfix user ids taking part in the task, for personal routing
+
+    def to_json(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["occurred_at"] = self.occurred_at.isoformat()
+        data["participants"] = list(self.participants)
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Event:
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        values["occurred_at"] = datetime.fromisoformat(values["occurred_at"])
+        values["participants"] = tuple(values.get("participants") or ())
+        return cls(**values)

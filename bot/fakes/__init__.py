@@ -1,0 +1,1 @@
+"""Fake Planfix and Telegram servers on loopback, for the tests, the benchmarks and the demo."""

@@ -1,0 +1,1 @@
+"""Planfix XML API client: transport, auth, parsing into typed models. Knows nothing of Telegram or SQLite."""

@@ -1,0 +1,1 @@
+"""Persistent state in one SQLite file: the only code that speaks SQL."""
