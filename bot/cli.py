@@ -1,2 +1,67 @@
-def main():
-    raise SystemExit("not yet")
+"""`planfix-bot run|check|demo`: argument parsing only; the work is done in app.py and demo.py."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+from bot import __version__
+from bot.config import ConfigError, Settings, load_settings
+
+EXIT_CONFIG = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="planfix-bot",
+        description="Watch a Planfix account and tell Telegram chats when tasks change "
+        "(status, deadline, overdue); answer /task lookups.",
+        epilog="A config error exits with status 2 and one line naming the key. See config.example.toml.",
+    )
+    parser.add_argument("--version", action="version", version=f"planfix-bot {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    run = commands.add_parser("run", help="run the daemon in the foreground until SIGTERM/SIGINT")
+    run.add_argument("--config", required=True, metavar="PATH", help="TOML configuration file")
+    check = commands.add_parser("check", help="validate the config, reach Planfix and Telegram, report")
+    check.add_argument("--config", required=True, metavar="PATH", help="TOML configuration file")
+    demo = commands.add_parser(
+        "demo", help="run against a simulated Planfix account and print each Telegram message (no credentials)"
+    )
+    demo.add_argument("--interval", type=float, default=2.0, metavar="SECONDS",
+                      help="poll interval of the demo daemon (default: 2)")
+    demo.add_argument("--duration", type=float, default=None, metavar="SECONDS",
+                      help="stop by itself after this long (default: run until Ctrl-C)")
+    return parser
+
+
+def _settings_or_exit(path: str) -> Settings:
+    try:
+        return load_settings(path)
+    except ConfigError as exc:
+        print(f"planfix-bot: config error: {exc}", file=sys.stderr)
+        raise SystemExit(EXIT_CONFIG) from None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "demo":
+        from bot.demo import run_demo
+
+        return asyncio.run(run_demo(interval=args.interval, duration=args.duration))
+    settings = _settings_or_exit(args.config)
+    from bot import logs
+
+    logs.configure(level=settings.logging.level, fmt=settings.logging.format, secrets=settings.secrets())
+    if args.command == "check":
+        from bot.app import check
+
+        return asyncio.run(check(settings))
+    from bot.app import run_daemon
+
+    return asyncio.run(run_daemon(settings))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

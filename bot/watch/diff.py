@@ -1,0 +1,164 @@
+"""The pure diff: a stored task snapshot, the task as Planfix shows it now and its new actions → events."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from bot.events import DEADLINE, OVERDUE, STATUS, Event
+from bot.planfix.models import Action, Status, Task
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What is remembered about a task between polls: just enough to diff, route and render."""
+
+    task_id: int
+    general: int
+    title: str
+    status: int
+    status_name: str
+    is_active: bool
+    deadline: str | None = None  # Deadline.to_json()
+    deadline_due: float | None = None  # epoch seconds when it falls due
+    project_id: int | None = None
+    project_title: str | None = None
+    importance: str = "AVERAGE"
+    participants: tuple[int, ...] = ()
+    overdue_for: str | None = None  # the deadline value an overdue notice was already made for
+
+    def to_data(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["participants"] = list(self.participants)
+        return data
+
+    @classmethod
+    def from_data(cls, data: Mapping[str, Any]) -> Snapshot:
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        values["participants"] = tuple(values.get("participants") or ())
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class TaskDiff:
+    snapshot: Snapshot
+    events: list[Event]
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.events)
+
+
+def status_name(statuses: Mapping[int, Status], status_id: int) -> str:
+    status = statuses.get(status_id)
+    return status.name if status else f"#{status_id}"
+
+
+def status_is_active(statuses: Mapping[int, Status], status_id: int) -> bool:
+    # An unknown status counts as active: a missed overdue notice is worse than an extra one.
+    status = statuses.get(status_id)
+    return status.is_active if status else True
+
+
+def snapshot_of(task: Task, statuses: Mapping[int, Status], *, overdue_for: str | None = None) -> Snapshot:
+    return Snapshot(
+        task_id=task.id,
+        general=task.general,
+        title=task.title,
+        status=task.status,
+        status_name=status_name(statuses, task.status),
+        is_active=status_is_active(statuses, task.status),
+        deadline=task.deadline.to_json() if task.deadline else None,
+        deadline_due=task.deadline.due.timestamp() if task.deadline else None,
+        project_id=task.project.id if task.project else None,
+        project_title=task.project.title if task.project else None,
+        importance=task.importance,
+        participants=tuple(sorted(task.participant_ids())),
+        overdue_for=overdue_for,
+    )
+
+
+def _latest(actions: Sequence[Action], *, task_id: int, attr: str) -> Action | None:
+    relevant = [a for a in actions if a.task_id == task_id and getattr(a, attr) is not None]
+    return max(relevant, key=lambda a: (a.at, a.id), default=None)
+
+
+def _event(kind: str, key: str, snap: Snapshot, at: datetime, actor: Action | None, old: str | None, new: str | None) -> Event:
+    owner = actor.owner if actor else None
+    return Event(
+        kind=kind,
+        key=key,
+        task_id=snap.task_id,
+        task_general=snap.general,
+        task_title=snap.title,
+        occurred_at=actor.at if actor else at,
+        old_value=old,
+        new_value=new,
+        project_id=snap.project_id,
+        project_title=snap.project_title,
+        importance=snap.importance,
+        actor_id=owner.id if owner else None,
+        actor_name=owner.name if owner else None,
+        participants=snap.participants,
+    )
+
+
+def is_overdue_now(snap: Snapshot, now: datetime, *, planfix_says_overdue: bool = False) -> bool:
+    """Whether an overdue notice is due: active, has a deadline that passed (or Planfix flags it), not yet told."""
+    if not snap.is_active or snap.deadline is None or snap.overdue_for == snap.deadline:
+        return False
+    passed = snap.deadline_due is not None and snap.deadline_due <= now.timestamp()
+    return passed or planfix_says_overdue
+
+
+def overdue_event(snap: Snapshot, now: datetime, *, planfix_says_overdue: bool = False) -> TaskDiff:
+    """The overdue notice for a snapshot, once per deadline value; moving the deadline re-arms it."""
+    if not is_overdue_now(snap, now, planfix_says_overdue=planfix_says_overdue):
+        return TaskDiff(snap, [])
+    marked = dataclasses.replace(snap, overdue_for=snap.deadline)
+    key = f"{OVERDUE}:{snap.task_id}:{snap.deadline}"
+    return TaskDiff(marked, [_event(OVERDUE, key, marked, now, None, snap.deadline, snap.deadline)])
+
+
+def baseline(task: Task, statuses: Mapping[int, Status], now: datetime) -> Snapshot:
+    """First sight of a task: remember it silently; a deadline already passed counts as already told."""
+    snap = snapshot_of(task, statuses)
+    if is_overdue_now(snap, now, planfix_says_overdue=task.is_overdue):
+        snap = dataclasses.replace(snap, overdue_for=snap.deadline)
+    return snap
+
+
+def diff_task(
+    old: Snapshot | None,
+    revision: int,
+    task: Task,
+    *,
+    statuses: Mapping[int, Status],
+    actions: Sequence[Action] = (),
+    now: datetime,
+) -> TaskDiff:
+    """Compare the remembered snapshot (at `revision`) with the task as it is now.
+
+    Returns the new snapshot and the events: `status` when the status id changed, `deadline` when the deadline
+    was set, moved or removed, `overdue` when the (possibly new) deadline has passed. The actions only name who
+    made a change; the snapshots decide whether there was one, so a missed or odd action hides nothing."""
+    if old is None:
+        return TaskDiff(baseline(task, statuses, now), [])
+    new = snapshot_of(task, statuses, overdue_for=old.overdue_for)
+    events: list[Event] = []
+    if new.status != old.status:
+        actor = _latest(actions, task_id=task.id, attr="status_change")
+        key = f"{STATUS}:{task.id}:{revision}:{old.status}>{new.status}"
+        events.append(_event(STATUS, key, new, now, actor, old.status_name, new.status_name))
+    if new.deadline != old.deadline:
+        actor = _latest(actions, task_id=task.id, attr="deadline_change")
+        key = f"{DEADLINE}:{task.id}:{revision}:{old.deadline}>{new.deadline}"
+        events.append(_event(DEADLINE, key, new, now, actor, old.deadline, new.deadline))
+    # Planfix's own flag is trusted only while the deadline stands; right after a move it may be stale.
+    flagged = task.is_overdue and new.deadline == old.deadline
+    overdue = overdue_event(new, now, planfix_says_overdue=flagged)
+    return TaskDiff(overdue.snapshot, events + overdue.events)

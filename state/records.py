@@ -1,0 +1,65 @@
+"""Plain records that cross the state boundary: what callers write and what they read back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+@dataclass(frozen=True)
+class StoredSnapshot:
+    """What is remembered about one task. `data` is the watcher's snapshot as JSON; the store indexes
+    `general`, `deadline` (text), `deadline_due` (epoch seconds), `is_active` and `overdue_for` from it."""
+
+    task_id: int
+    revision: int
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class EventRow:
+    key: str
+    kind: str
+    task_id: int
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class DeliveryRow:
+    """One event for one chat; (event_key, chat_id) is the idempotency key of the outbox row."""
+
+    event_key: str
+    chat_id: int
+    not_before: datetime | None = None
+
+
+@dataclass(frozen=True)
+class PollCommit:
+    """Everything one poll learned, written in one transaction."""
+
+    now: datetime
+    snapshots: list[StoredSnapshot] = field(default_factory=list)
+    forget_tasks: list[int] = field(default_factory=list)
+    seen_actions: list[tuple[int, int, datetime]] = field(default_factory=list)  # (action id, task id, at)
+    events: list[EventRow] = field(default_factory=list)
+    deliveries: list[DeliveryRow] = field(default_factory=list)
+    meta: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class OutboxItem:
+    id: int
+    key: str
+    event_key: str
+    chat_id: int
+    attempts: int
+    payload: dict[str, Any]
+    message_id: int | None = None
+
+
+@dataclass(frozen=True)
+class ChatState:
+    chat_id: int
+    active: bool
+    reason: str | None = None

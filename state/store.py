@@ -1,0 +1,289 @@
+"""The SQLite state file: task snapshots, seen actions, the feed cursor, events, the outbox and chats."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from state.migrations import migrations
+from state.records import ChatState, DeliveryRow, EventRow, OutboxItem, PollCommit, StoredSnapshot
+
+PENDING = "pending"
+DELIVERED = "delivered"
+FAILED = "failed"
+
+
+def _ts(moment: datetime) -> float:
+    if moment.tzinfo is None:
+        raise ValueError("naive datetime given to the state store")
+    return moment.timestamp()
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat()
+
+
+@dataclass
+class Store:
+    """All reads and writes of the state file. One instance per process; not shared across threads."""
+
+    db: sqlite_utils.Database
+    path: Path
+
+    @classmethod
+    def open(cls, path: str | Path) -> Store:
+        path = Path(path)
+        if str(path) != ":memory:":
+            path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(str(path), isolation_level=None, timeout=10)
+        db = sqlite_utils.Database(conn)
+        if str(path) != ":memory:":
+            db.enable_wal()
+        db.execute("PRAGMA foreign_keys = ON")
+        db.execute("PRAGMA synchronous = NORMAL")
+        migrations.apply(db)
+        return cls(db=db, path=path)
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- meta ----------------------------------------------------------------------------------------------
+
+    def get_meta(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchone()
+        return row[0] if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self.db.atomic():
+            self._set_meta(key, value)
+
+    def _set_meta(self, key: str, value: str) -> None:
+        self.db.execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            [key, value],
+        )
+
+    # -- snapshots and actions -------------------------------------------------------------------------------
+
+    def snapshots(self, task_ids: Iterable[int]) -> dict[int, StoredSnapshot]:
+        ids = list(dict.fromkeys(task_ids))
+        found: dict[int, StoredSnapshot] = {}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for row in self.db.execute(
+                f"SELECT task_id, revision, data FROM tasks WHERE task_id IN ({marks})", chunk
+            ).fetchall():
+                found[row[0]] = StoredSnapshot(task_id=row[0], revision=row[1], data=json.loads(row[2]))
+        return found
+
+    def snapshot_count(self) -> int:
+        return self.db.execute("SELECT count(*) FROM tasks").fetchone()[0]
+
+    def find_snapshot_by_general(self, general: int) -> StoredSnapshot | None:
+        row = self.db.execute("SELECT task_id, revision, data FROM tasks WHERE general = ?", [general]).fetchone()
+        return StoredSnapshot(task_id=row[0], revision=row[1], data=json.loads(row[2])) if row else None
+
+    def overdue_candidates(self, now: datetime) -> list[StoredSnapshot]:
+        """Active tasks whose deadline has passed and whose overdue notice for that deadline is not yet made."""
+        rows = self.db.execute(
+            "SELECT task_id, revision, data FROM tasks WHERE is_active = 1 AND deadline_due IS NOT NULL "
+            "AND deadline_due <= ? AND (overdue_for IS NULL OR overdue_for <> deadline)",
+            [_ts(now)],
+        ).fetchall()
+        return [StoredSnapshot(task_id=r[0], revision=r[1], data=json.loads(r[2])) for r in rows]
+
+    def unseen_action_ids(self, action_ids: Iterable[int]) -> set[int]:
+        ids = list(dict.fromkeys(action_ids))
+        seen: set[int] = set()
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            seen.update(
+                r[0] for r in self.db.execute(f"SELECT action_id FROM seen_actions WHERE action_id IN ({marks})", chunk)
+            )
+        return set(ids) - seen
+
+    def commit_poll(self, commit: PollCommit) -> int:
+        """Write a poll's results in one transaction; returns how many new outbox rows were queued.
+
+        Snapshots, seen actions, events, outbox rows and the cursor go together or not at all, so a crash at
+        any point either leaves the change to be detected again or has it fully queued — never half."""
+        now = commit.now
+        queued = 0
+        with self.db.atomic():
+            for snap in commit.snapshots:
+                self.db.execute(
+                    "INSERT INTO tasks (task_id, general, revision, data, deadline, deadline_due, is_active, "
+                    "overdue_for, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT(task_id) DO UPDATE SET general = excluded.general, revision = excluded.revision, "
+                    "data = excluded.data, deadline = excluded.deadline, deadline_due = excluded.deadline_due, "
+                    "is_active = excluded.is_active, overdue_for = excluded.overdue_for, "
+                    "updated_at = excluded.updated_at",
+                    [
+                        snap.task_id,
+                        snap.data.get("general"),
+                        snap.revision,
+                        json.dumps(snap.data, ensure_ascii=False, sort_keys=True),
+                        snap.data.get("deadline"),
+                        snap.data.get("deadline_due"),
+                        1 if snap.data.get("is_active", True) else 0,
+                        snap.data.get("overdue_for"),
+                        _iso(now),
+                    ],
+                )
+            for task_id in commit.forget_tasks:
+                self.db.execute("DELETE FROM tasks WHERE task_id = ?", [task_id])
+            if commit.seen_actions:
+                self.db.conn.executemany(
+                    "INSERT OR IGNORE INTO seen_actions (action_id, task_id, at) VALUES (?, ?, ?)",
+                    [(a, t, _ts(at)) for a, t, at in commit.seen_actions],
+                )
+            for event in commit.events:
+                self.db.execute(
+                    "INSERT OR IGNORE INTO events (key, kind, task_id, payload, created_at) VALUES (?, ?, ?, ?, ?)",
+                    [event.key, event.kind, event.task_id, json.dumps(event.payload, ensure_ascii=False), _iso(now)],
+                )
+            for delivery in commit.deliveries:
+                cursor = self.db.execute(
+                    "INSERT OR IGNORE INTO outbox (key, event_key, chat_id, status, attempts, not_before, "
+                    "created_at) VALUES (?, ?, ?, ?, 0, ?, ?)",
+                    [
+                        f"{delivery.event_key}@{delivery.chat_id}",
+                        delivery.event_key,
+                        delivery.chat_id,
+                        PENDING,
+                        _ts(delivery.not_before or now),
+                        _iso(now),
+                    ],
+                )
+                queued += cursor.rowcount
+            for key, value in commit.meta.items():
+                self._set_meta(key, value)
+        return queued
+
+    def prune_seen_actions(self, older_than: datetime) -> int:
+        with self.db.atomic():
+            return self.db.execute("DELETE FROM seen_actions WHERE at < ?", [_ts(older_than)]).rowcount
+
+    # -- outbox ----------------------------------------------------------------------------------------------
+
+    def due_outbox(self, now: datetime, limit: int = 50) -> list[OutboxItem]:
+        """Pending rows whose time has come, oldest first."""
+        rows = self.db.execute(
+            "SELECT o.id, o.key, o.event_key, o.chat_id, o.attempts, e.payload, o.message_id "
+            "FROM outbox o JOIN events e ON e.key = o.event_key "
+            "WHERE o.status = ? AND o.not_before <= ? "
+            "ORDER BY o.id LIMIT ?",
+            [PENDING, _ts(now), limit],
+        ).fetchall()
+        return [
+            OutboxItem(
+                id=r[0], key=r[1], event_key=r[2], chat_id=r[3], attempts=r[4], payload=json.loads(r[5]),
+                message_id=r[6],
+            )
+            for r in rows
+        ]
+
+    def next_outbox_time(self) -> datetime | None:
+        row = self.db.execute("SELECT min(not_before) FROM outbox WHERE status = ?", [PENDING]).fetchone()
+        return datetime.fromtimestamp(row[0], UTC) if row and row[0] is not None else None
+
+    def mark_delivered(self, row_id: int, message_id: int | None, now: datetime) -> None:
+        with self.db.atomic():
+            self.db.execute(
+                "UPDATE outbox SET status = ?, message_id = ?, delivered_at = ?, last_error = NULL WHERE id = ?",
+                [DELIVERED, message_id, _iso(now), row_id],
+            )
+
+    def mark_retry(self, row_id: int, *, not_before: datetime, reason: str, count_attempt: bool = True) -> None:
+        with self.db.atomic():
+            self.db.execute(
+                "UPDATE outbox SET not_before = ?, last_error = ?, attempts = attempts + ? WHERE id = ?",
+                [_ts(not_before), reason, 1 if count_attempt else 0, row_id],
+            )
+
+    def mark_failed(self, row_id: int, reason: str, now: datetime) -> None:
+        with self.db.atomic():
+            self.db.execute(
+                "UPDATE outbox SET status = ?, last_error = ?, delivered_at = ?, attempts = attempts + 1 "
+                "WHERE id = ?",
+                [FAILED, reason, _iso(now), row_id],
+            )
+
+    def outbox_counts(self) -> dict[str, int]:
+        return {r[0]: r[1] for r in self.db.execute("SELECT status, count(*) FROM outbox GROUP BY status")}
+
+    def outbox_rows(self, chat_id: int | None = None) -> list[dict[str, Any]]:
+        """Every outbox row as a dict (for `/status`, diagnostics and tests)."""
+        sql = "SELECT id, key, event_key, chat_id, status, attempts, last_error, message_id FROM outbox"
+        params: Sequence[Any] = []
+        if chat_id is not None:
+            sql, params = sql + " WHERE chat_id = ?", [chat_id]
+        cur = self.db.execute(sql + " ORDER BY id", params)
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+    # -- chats -----------------------------------------------------------------------------------------------
+
+    def chat(self, chat_id: int) -> ChatState | None:
+        row = self.db.execute("SELECT chat_id, active, reason FROM chats WHERE chat_id = ?", [chat_id]).fetchone()
+        return ChatState(chat_id=row[0], active=bool(row[1]), reason=row[2]) if row else None
+
+    def set_chat_active(self, chat_id: int, active: bool, reason: str | None, now: datetime) -> bool:
+        """Mark a chat (in)active; returns True when that changed anything (so admins are told only once)."""
+        with self.db.atomic():
+            before = self.chat(chat_id)
+            if before is not None and before.active == active:
+                return False
+            self.db.execute(
+                "INSERT INTO chats (chat_id, active, reason, updated_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(chat_id) DO UPDATE SET active = excluded.active, reason = excluded.reason, "
+                "updated_at = excluded.updated_at",
+                [chat_id, 1 if active else 0, reason, _iso(now)],
+            )
+            return before is not None or not active
+
+    def inactive_chats(self) -> list[ChatState]:
+        return [
+            ChatState(chat_id=r[0], active=False, reason=r[1])
+            for r in self.db.execute("SELECT chat_id, reason FROM chats WHERE active = 0 ORDER BY chat_id")
+        ]
+
+    def migrate_chat(self, old_chat_id: int, new_chat_id: int, now: datetime) -> None:
+        """A group became a supergroup: send its pending rows to the new id and remember the mapping."""
+        with self.db.atomic():
+            self.db.execute(
+                "INSERT INTO chat_migrations (old_chat_id, new_chat_id, at) VALUES (?, ?, ?) "
+                "ON CONFLICT(old_chat_id) DO UPDATE SET new_chat_id = excluded.new_chat_id, at = excluded.at",
+                [old_chat_id, new_chat_id, _iso(now)],
+            )
+            self.db.execute(
+                "UPDATE outbox SET chat_id = ?, key = event_key || '@' || ? WHERE chat_id = ? AND status = ? "
+                "AND NOT EXISTS (SELECT 1 FROM outbox o2 WHERE o2.key = outbox.event_key || '@' || ?)",
+                [new_chat_id, new_chat_id, old_chat_id, PENDING, new_chat_id],
+            )
+
+    def chat_migrations(self) -> dict[int, int]:
+        return {r[0]: r[1] for r in self.db.execute("SELECT old_chat_id, new_chat_id FROM chat_migrations")}
+
+
+__all__ = [
+    "DELIVERED",
+    "FAILED",
+    "PENDING",
+    "ChatState",
+    "DeliveryRow",
+    "EventRow",
+    "OutboxItem",
+    "PollCommit",
+    "Store",
+    "StoredSnapshot",
+]
