@@ -109,6 +109,7 @@ class Daemon:
             route=route,
             overlap=timedelta(minutes=settings.poll.overlap_minutes),
             on_queued=sender.wake,
+            language=lang,
         )
         holder["poller"] = poller
 

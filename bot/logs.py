@@ -92,8 +92,10 @@ def configure(*, level: str = "info", fmt: str = "auto", secrets: Iterable[str] 
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     # Library chatter at INFO (every getUpdates, every HTTP request) would drown the daemon's own lines.
-    for noisy in ("httpx", "httpcore", "aiogram.event", "apscheduler.scheduler", "apscheduler.executors.default"):
+    for noisy in ("httpx", "httpcore", "aiogram.event", "apscheduler.executors.default"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    # "Run skipped: maximum number of running instances" is expected while a slow poll is still going.
+    logging.getLogger("apscheduler.scheduler").setLevel(max(logging.ERROR, root.level))
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),

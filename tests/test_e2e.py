@@ -84,6 +84,7 @@ async def test_first_start_silent_then_each_change_once_and_no_duplicate_after_r
     log = daemon.output()
     assert tg.token not in log and tg.token.split(":")[1] not in log
     assert pf.token not in log and pf.api_key not in log
+    assert "Traceback" not in log and '"level": "error"' not in log, log[-3000:]
 
 
 async def test_commands_refuse_strangers_and_respect_visibility(fakes, tmp_path):
@@ -106,6 +107,7 @@ async def test_commands_refuse_strangers_and_respect_visibility(fakes, tmp_path)
         assert "secret" not in refusal.plain_text and "team members only" in refusal.plain_text
     finally:
         assert await daemon.stop() == 0
+    assert "Traceback" not in daemon.output()
 
 
 def test_missing_telegram_token_exits_2_naming_the_key(tmp_path):

@@ -173,7 +173,7 @@ class Sender:
             return self._backoff(row, f"telegram: {exc.message}")
         self.store.mark_delivered(row.id, message_id, self.clock())
         self.sent += 1
-        log.info("telegram.sent", chat=row.chat_id, event=row.event_key, message_id=message_id)
+        log.info("telegram.sent", chat=row.chat_id, event_key=row.event_key, message_id=message_id)
         return True
 
     async def _send(self, chat_id: int, rendered: Rendered, text: str, *, parse_html: bool) -> int:
@@ -211,7 +211,7 @@ class Sender:
                     return self._backoff(row, f"telegram: {other.message}")
                 self.store.mark_delivered(row.id, message_id, self.clock())
                 self.sent += 1
-                log.warning("telegram.sent_fallback", chat=row.chat_id, event=row.event_key, error=exc.message)
+                log.warning("telegram.sent_fallback", chat=row.chat_id, event_key=row.event_key, error=exc.message)
                 return True
         return self._give_up(row, f"telegram refused: {exc.message}")
 
@@ -229,13 +229,13 @@ class Sender:
     def _backoff(self, row: OutboxItem, reason: str) -> bool:
         delay = min(MAX_BACKOFF.total_seconds(), 2 ** min(row.attempts, 10)) * random.uniform(0.75, 1.25)
         self.store.mark_retry(row.id, not_before=self.clock() + timedelta(seconds=delay), reason=reason)
-        log.warning("telegram.retry", chat=row.chat_id, event=row.event_key, attempt=row.attempts + 1, reason=reason)
+        log.warning("telegram.retry", chat=row.chat_id, event_key=row.event_key, attempt=row.attempts + 1, reason=reason)
         return False
 
     def _give_up(self, row: OutboxItem, reason: str) -> bool:
         self.store.mark_failed(row.id, reason, self.clock())
         self.failed += 1
-        log.error("telegram.gave_up", chat=row.chat_id, event=row.event_key, reason=reason)
+        log.error("telegram.gave_up", chat=row.chat_id, event_key=row.event_key, reason=reason)
         return True
 
     async def _deactivate(self, row: OutboxItem, reason: str) -> None:

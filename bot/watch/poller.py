@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -51,6 +52,7 @@ class Poller:
     clock: Callable[[], datetime] = utc_now
     on_queued: Callable[[int], None] | None = None  # wakes the sender when new rows are queued
     poll_timeout: float = 300.0
+    language: str = "ru"  # status names in this language where Planfix has a translation
     statuses: dict[int, Status] = field(default_factory=dict)
     api_user_id: int | None = None
     api_timezone: str | None = None
@@ -68,7 +70,8 @@ class Poller:
             zone_name = "UTC"
             self.client.api_timezone = ZoneInfo("UTC")
         self.api_user_id, self.api_timezone = user.id, zone_name
-        self.statuses = await self.client.task_statuses()
+        statuses = await self.client.task_statuses()
+        self.statuses = {sid: dataclasses.replace(s, name=s.name_in(self.language)) for sid, s in statuses.items()}
         self.store.set_meta(API_USER_ID, str(user.id))
         self.store.set_meta(API_TIMEZONE, zone_name)
         self._prepared = True

@@ -1,0 +1,236 @@
+"""Telegram HTML for events and /task cards (ru/en): every value escaped and cut, every message within 4096 units."""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Iterable
+from datetime import date, datetime, timezone
+from zoneinfo import ZoneInfo
+
+from bot.events import DEADLINE, OVERDUE, STATUS, Event
+from bot.notify.planfix_html import planfix_html_to_telegram, truncate, utf16_len
+from bot.planfix.models import Deadline, PersonRef, Task
+
+__all__ = [
+    "MESSAGE_LIMIT",
+    "escape",
+    "format_deadline",
+    "planfix_html_to_telegram",
+    "render_event",
+    "render_task_card",
+    "task_url",
+    "truncate",
+    "utf16_len",
+]
+
+MESSAGE_LIMIT = 4096  # Telegram's limit on the text after entity parsing, in UTF-16 code units
+TITLE_LIMIT = 300
+NAME_LIMIT = 100  # people, groups, statuses, projects
+DESCRIPTION_LIMIT = 500
+ASSIGNEES_LIMIT = 1000  # a task with hundreds of assignees must not crowd out the rest of the card
+
+TEXTS: dict[str, dict[str, str]] = {
+    "ru": {
+        "status": "Статус",
+        "deadline": "Срок",
+        "project": "Проект",
+        "changed_by": "Изменил(а)",
+        "not_set": "не задан",
+        "overdue": "Просрочена (срок был {deadline})",
+        "overdue_no_deadline": "Просрочена",
+        "overdue_flag": "просрочена",
+        "importance": "Важность",
+        "importance_HIGH": "срочная",
+        "importance_AVERAGE": "обычная",
+        "owner": "Постановщик",
+        "assignees": "Исполнители",
+        "group": "группа",
+        "more": "и ещё {n}",
+        "untitled": "(без названия)",
+        "too_long": "Сообщение не поместилось в Telegram — подробности в задаче:",
+    },
+    "en": {
+        "status": "Status",
+        "deadline": "Deadline",
+        "project": "Project",
+        "changed_by": "Changed by",
+        "not_set": "not set",
+        "overdue": "Overdue (was due {deadline})",
+        "overdue_no_deadline": "Overdue",
+        "overdue_flag": "overdue",
+        "importance": "Importance",
+        "importance_HIGH": "high",
+        "importance_AVERAGE": "normal",
+        "owner": "Owner",
+        "assignees": "Assignees",
+        "group": "group",
+        "more": "and {n} more",
+        "untitled": "(untitled)",
+        "too_long": "The message didn't fit into Telegram — see the task:",
+    },
+}
+ICONS = {STATUS: "🔄", DEADLINE: "📅", OVERDUE: "⏰", "card": "📋", "other": "🔔"}
+
+_DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_TAG = re.compile(r"<[^>]*>")
+
+
+def escape(value: object) -> str:
+    """Text safe anywhere in Telegram HTML, attribute values included (quotes escaped too)."""
+    return html.escape(str(value), quote=True)
+
+
+def task_url(web_url: str, general: int) -> str:
+    return f"{web_url.rstrip('/')}/task/{general}"
+
+
+def render_event(event: Event, *, lang: str, tz: ZoneInfo, web_url: str) -> str:
+    """One notification about one change of one task, as Telegram HTML."""
+    lang = _lang(lang)
+    texts = TEXTS[lang]
+    icon = ICONS.get(event.kind, ICONS["other"])
+    lines = [_header(icon, event.task_general, event.task_title, web_url, texts)]
+    if event.project_title:
+        lines.append(f"{texts['project']}: {_field(event.project_title, NAME_LIMIT)}")
+    if event.importance == "HIGH":
+        lines.append(f"❗ {texts['importance']}: {texts['importance_HIGH']}")
+    lines.append(_change_line(event, lang, tz))
+    if event.actor_name:
+        lines.append(f"{texts['changed_by']}: {_field(event.actor_name, NAME_LIMIT)}")
+    return _fit("\n".join(lines), icon, event.task_general, web_url, texts)
+
+
+def render_task_card(task: Task, *, status_name: str, lang: str, tz: ZoneInfo, web_url: str) -> str:
+    """The /task answer: number, title (linked), status, importance, project, deadline, people, description."""
+    texts = TEXTS[_lang(lang)]
+    lines = [
+        _header(ICONS["card"], task.general, task.title, web_url, texts),
+        f"{texts['status']}: <b>{_field(status_name, NAME_LIMIT)}</b>",
+        f"{texts['importance']}: {texts.get('importance_' + task.importance) or _field(task.importance, NAME_LIMIT)}",
+    ]
+    if task.project:
+        lines.append(f"{texts['project']}: {_field(task.project.title, NAME_LIMIT)}")
+    deadline = _deadline_text(task.deadline, tz, texts)
+    overdue = f" ⏰ {texts['overdue_flag']}" if task.is_overdue else ""
+    lines.append(f"{texts['deadline']}: {escape(deadline)}{overdue}")
+    if task.owner:
+        lines.append(f"{texts['owner']}: {_field(task.owner.name, NAME_LIMIT)}")
+    assignees = _people(task.workers, task.worker_groups, texts)
+    if assignees:
+        lines.append(f"{texts['assignees']}: {assignees}")
+    description = planfix_html_to_telegram(task.description, max_len=DESCRIPTION_LIMIT, base_url=web_url)
+    if description:
+        lines.append(f"<blockquote>{description}</blockquote>")
+    return _fit("\n".join(lines), ICONS["card"], task.general, web_url, texts)
+
+
+def format_deadline(value: str | None, *, lang: str, tz: ZoneInfo) -> str:
+    """Plain text for an Event deadline value (Deadline.to_json()): a date stays a date, an instant shows in tz."""
+    if not value:
+        return TEXTS[_lang(lang)]["not_set"]
+    if _DATE_ONLY.match(value):
+        try:
+            return _date(date.fromisoformat(value))
+        except ValueError:
+            return value
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return value  # shown as is (escaped by the caller): a wrong date beats a lost notification
+    return _datetime(moment, tz)
+
+
+# ── pieces ───────────────────────────────────────────────────────────────────────────────────────────────────
+
+
+def _lang(lang: str) -> str:
+    """A key of TEXTS; an unknown language falls back to English rather than failing a notification."""
+    code = (lang or "").lower()
+    return code if code in TEXTS else "en"
+
+
+def _field(value: str, limit: int) -> str:
+    """A one-line plain-text value, cut before escaping so the cut never lands inside an entity."""
+    return escape(truncate(" ".join(value.split()), limit))
+
+
+def _header(icon: str, general: int, title: str, web_url: str, texts: dict[str, str]) -> str:
+    label = _field(title, TITLE_LIMIT) or escape(texts["untitled"])
+    return f'{icon} <b>#{escape(general)}</b> <a href="{escape(task_url(web_url, general))}">{label}</a>'
+
+
+def _change_line(event: Event, lang: str, tz: ZoneInfo) -> str:
+    texts = TEXTS[lang]
+    if event.kind == OVERDUE:
+        due = event.new_value or event.old_value  # the deadline that passed
+        if not due:
+            return texts["overdue_no_deadline"]
+        return texts["overdue"].format(deadline=_value(format_deadline(due, lang=lang, tz=tz)))
+    if event.kind == DEADLINE:
+        old = format_deadline(event.old_value, lang=lang, tz=tz)
+        new = format_deadline(event.new_value, lang=lang, tz=tz)
+        return f"{texts['deadline']}: {_transition(old, new)}"
+    if event.kind == STATUS:
+        old = event.old_value or ""
+        return f"{texts['status']}: {_transition(old, event.new_value or '—')}"
+    return f"{_value(event.kind)}: {_transition(event.old_value or '', event.new_value or '—')}"
+
+
+def _transition(old: str, new: str) -> str:
+    arrow = f"{_value(old)} → " if old.strip() else ""
+    return f"{arrow}<b>{_value(new)}</b>"
+
+
+def _value(text: str) -> str:
+    return _field(text, NAME_LIMIT)
+
+
+def _deadline_text(deadline: Deadline | None, tz: ZoneInfo, texts: dict[str, str]) -> str:
+    if deadline is None:
+        return texts["not_set"]
+    if deadline.date_only:
+        return _date(deadline.local_date)  # a calendar date in Planfix's zone: converting it would shift the day
+    return _datetime(deadline.due, tz)
+
+
+def _date(day: date) -> str:
+    return day.strftime("%d.%m.%Y")
+
+
+def _datetime(moment: datetime, tz: ZoneInfo) -> str:
+    if moment.tzinfo is None:  # the Event contract says aware; if one slips through, UTC is the stored zone
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(tz).strftime("%d.%m.%Y %H:%M")
+
+
+def _people(users: Iterable[PersonRef], groups: Iterable[PersonRef], texts: dict[str, str]) -> str:
+    """Assignees as escaped text, users first then groups, cut at a name boundary with "and N more"."""
+    names = [" ".join(p.name.split()) for p in users] + [f"{texts['group']} {' '.join(g.name.split())}" for g in groups]
+    names = [truncate(name, NAME_LIMIT) for name in names if name.strip()]
+    shown: list[str] = []
+    used = 0
+    for index, name in enumerate(names):
+        cost = utf16_len(name) + 2
+        if used + cost > ASSIGNEES_LIMIT:
+            shown.append(texts["more"].format(n=len(names) - index))
+            break
+        shown.append(name)
+        used += cost
+    return ", ".join(escape(name) for name in shown)
+
+
+def _fit(message: str, icon: str, general: int, web_url: str, texts: dict[str, str]) -> str:
+    """The message if Telegram will take it, else a short one with the number and the link: something arrives."""
+    if _visible_len(message) <= MESSAGE_LIMIT:
+        return message
+    url = escape(task_url(web_url, general))
+    fallback = f"{icon} <b>#{escape(general)}</b>\n{escape(texts['too_long'])}\n<a href=\"{url}\">{url}</a>"
+    if _visible_len(fallback) <= MESSAGE_LIMIT:
+        return fallback
+    return f"{icon} <b>#{escape(general)}</b>"
+
+
+def _visible_len(message: str) -> int:
+    """UTF-16 length of what Telegram will show; exact for our output, whose text never holds a raw '<'."""
+    return utf16_len(html.unescape(_TAG.sub("", message)))

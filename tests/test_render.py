@@ -1,0 +1,329 @@
+"""Rendering: Telegram accepts every message whatever Planfix holds, within 4096 UTF-16 units, in ru and en."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
+
+import pytest
+from defusedxml import ElementTree
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bot.events import DEADLINE, OVERDUE, STATUS, Event
+from bot.fakes.telegram_html import parse_telegram_entities, parse_telegram_html
+from bot.notify import render
+from bot.notify.render import (
+    MESSAGE_LIMIT,
+    escape,
+    planfix_html_to_telegram,
+    render_event,
+    render_task_card,
+    task_url,
+    truncate,
+    utf16_len,
+)
+from bot.planfix.models import Deadline, PersonRef, ProjectRef, Task
+
+MOSCOW = ZoneInfo("Europe/Moscow")
+WEB = "https://acme.planfix.ru"
+AT = datetime(2018, 3, 6, 21, 30, tzinfo=timezone.utc)
+HOSTILE = [
+    "<", ">", "&", '"', "'", "a < b && c > d", "<script>alert(1)</script>", "</b>", "<b>", "&amp;lt;", "&nbsp;",
+    "&", "Tom & Jerry", "_*[]()~`>#+-=|{}.!", "😀👨‍👩‍👧‍👦🇷🇺", "\U0001f600" * 3, "שלום עולם مرحبا", "\u202eevil\u202c",
+    "zero\u200bwidth\u200d\ufeff", "\x00\x07\x1b", "line\nbreak\r\n\ttab", '" onclick="alert(1)', "{event21}",
+    "x" * 10_000, "😀" * 5_000, "&" * 10_000, "<" * 5_000 + ">" * 5_000,
+]
+
+
+def event(kind: str = STATUS, **fields) -> Event:
+    values = dict(
+        kind=kind, key="k", task_id=1, task_general=525330, task_title="Выгрузка из toggl", occurred_at=AT,
+        old_value="В работе", new_value="Выполненная", project_title=None, actor_name="Иван Петров",
+    )
+    values.update(fields)
+    return Event(**values)
+
+
+def card_task(**fields) -> Task:
+    values = dict(
+        id=1, general=525330, title="Выгрузка из toggl", description="<p>Выработка&nbsp;<b>сама</b><br/>",
+        importance="HIGH", project=ProjectRef(3, "Интеграции"), deadline=Deadline(AT, date_only=False),
+        owner=PersonRef(9, "Станислав Попов"), workers=(PersonRef(1, "Иван Петров"), PersonRef(2, "Анна")),
+        worker_groups=(PersonRef(5, "Разработка"),),
+    )
+    values.update(fields)
+    return Task(**values)
+
+
+def accepted(message: str) -> str:
+    """The text Telegram would show; fails the test if Telegram would refuse the message."""
+    plain = parse_telegram_html(message)
+    assert 1 <= utf16_len(plain) <= MESSAGE_LIMIT
+    return plain
+
+
+def xml_text(fragment: str) -> str:
+    """A description as the XML parser hands it over (entity-escaped once in the XML, like the fixtures)."""
+    return ElementTree.fromstring(f"<description>{fragment}</description>").text or ""
+
+
+# ── events ───────────────────────────────────────────────────────────────────────────────────────────────────
+
+
+def test_status_change_in_russian():
+    """A status event names the task (linked), the old → new status and who changed it."""
+    message = render_event(event(project_title="Интеграции"), lang="ru", tz=MOSCOW, web_url=WEB)
+    assert message == (
+        '🔄 <b>#525330</b> <a href="https://acme.planfix.ru/task/525330">Выгрузка из toggl</a>\n'
+        "Проект: Интеграции\n"
+        "Статус: В работе → <b>Выполненная</b>\n"
+        "Изменил(а): Иван Петров"
+    )
+    accepted(message)
+
+
+def test_status_change_in_english_without_optional_parts():
+    """English strings; no project or actor lines when unknown; a first status has no arrow."""
+    message = render_event(event(old_value=None, actor_name=None), lang="en", tz=MOSCOW, web_url=WEB)
+    assert accepted(message) == "🔄 #525330 Выгрузка из toggl\nStatus: Выполненная"
+
+
+def test_link_points_at_the_task_number():
+    """The title links to {web_url}/task/{general}, whatever trailing slash web_url has."""
+    assert task_url("https://acme.planfix.ru/", 525330) == "https://acme.planfix.ru/task/525330"
+    message = render_event(event(), lang="ru", tz=MOSCOW, web_url=WEB + "/")
+    [link] = [e for e in parse_telegram_entities(message).entities if e.type == "text_link"]
+    assert link.url == f"{WEB}/task/525330"
+
+
+def test_deadline_datetimes_are_shown_in_the_display_zone():
+    """A deadline at 21:30 UTC is 00:30 the next day in Moscow; a date-only deadline stays that date."""
+    moved = event(DEADLINE, old_value="2018-03-05", new_value=AT.isoformat())
+    assert "Срок: 05.03.2018 → 07.03.2018 00:30" in accepted(render_event(moved, lang="ru", tz=MOSCOW, web_url=WEB))
+    los_angeles = ZoneInfo("America/Los_Angeles")
+    assert "Deadline: 05.03.2018 → 06.03.2018 13:30" in accepted(
+        render_event(moved, lang="en", tz=los_angeles, web_url=WEB)
+    )
+
+
+def test_deadline_set_and_removed():
+    """A missing deadline reads "не задан" / "not set" on either side of the arrow."""
+    set_ = event(DEADLINE, old_value=None, new_value="2018-03-07")
+    removed = event(DEADLINE, old_value="2018-03-07", new_value=None)
+    assert "Срок: не задан → 07.03.2018" in accepted(render_event(set_, lang="ru", tz=MOSCOW, web_url=WEB))
+    assert "Deadline: 07.03.2018 → not set" in accepted(render_event(removed, lang="en", tz=MOSCOW, web_url=WEB))
+
+
+def test_overdue_names_the_missed_deadline():
+    """An overdue event says when the task was due, in the display zone."""
+    due = (AT + timedelta(hours=12)).isoformat()
+    overdue = event(OVERDUE, old_value=None, new_value=due, actor_name=None)
+    assert accepted(render_event(overdue, lang="ru", tz=MOSCOW, web_url=WEB)).endswith(
+        "⏰ #525330 Выгрузка из toggl\nПросрочена (срок был 07.03.2018 12:30)"
+    )
+    assert "Overdue (was due 07.03.2018 12:30)" in accepted(render_event(overdue, lang="en", tz=MOSCOW, web_url=WEB))
+
+
+def test_unparseable_deadline_text_is_shown_escaped():
+    """A deadline value that isn't ISO is shown as text rather than dropping the notification."""
+    odd = event(DEADLINE, old_value="<завтра>", new_value="2018-13-45")
+    assert "<завтра> → 2018-13-45" in accepted(render_event(odd, lang="ru", tz=MOSCOW, web_url=WEB))
+
+
+@pytest.mark.parametrize("value", HOSTILE)
+@pytest.mark.parametrize("lang", ["ru", "en"])
+def test_hostile_values_are_escaped_everywhere(value, lang):
+    """Markup characters, emoji, RTL, zero-width, control and huge values in any field still give a valid message."""
+    for kind in (STATUS, DEADLINE, OVERDUE, "custom<kind>"):
+        hostile = event(
+            kind, task_title=value, old_value=value, new_value=value, project_title=value, actor_name=value,
+            importance="HIGH",
+        )
+        plain = accepted(render_event(hostile, lang=lang, tz=MOSCOW, web_url=WEB))
+        shown = truncate(" ".join(value.split()), render.TITLE_LIMIT)
+        assert shown in plain or not shown
+    task = card_task(
+        title=value, description=value, project=ProjectRef(1, value), owner=PersonRef(2, value),
+        workers=(PersonRef(3, value),), worker_groups=(PersonRef(4, value),), importance=value,
+    )
+    accepted(render_task_card(task, status_name=value, lang=lang, tz=MOSCOW, web_url=WEB))
+
+
+def test_quotes_in_web_url_cannot_break_out_of_href():
+    """The href is attribute-escaped: a quote in web_url stays inside the link target."""
+    message = render_event(event(), lang="en", tz=MOSCOW, web_url='https://x.planfix.ru/" onclick="x')
+    assert '<a href="https://x.planfix.ru/&quot; onclick=&quot;x/task/525330">' in message
+    accepted(message)
+
+
+def test_fields_are_cut_before_markup():
+    """A 10,000-character title is cut to 300 units with "…" inside the link, never through a tag or entity."""
+    message = render_event(event(task_title="&" * 10_000), lang="ru", tz=MOSCOW, web_url=WEB)
+    title_line = accepted(message).split("\n")[0]
+    assert title_line == "🔄 #525330 " + "&" * 299 + "…"
+
+
+def test_overflow_falls_back_to_number_and_link(monkeypatch):
+    """If the fields still don't fit, a short message with the number and the link is sent instead."""
+    monkeypatch.setattr(render, "TITLE_LIMIT", 50_000)
+    message = render_event(event(task_title="x" * 5_000), lang="ru", tz=MOSCOW, web_url=WEB)
+    plain = accepted(message)
+    assert plain.startswith("🔄 #525330\n") and plain.endswith(f"{WEB}/task/525330")
+
+
+def test_rendering_is_deterministic():
+    """The same event renders to the same bytes every time (coalescing edits compare them)."""
+    assert render_event(event(), lang="ru", tz=MOSCOW, web_url=WEB) == render_event(
+        event(), lang="ru", tz=MOSCOW, web_url=WEB
+    )
+
+
+# ── the /task card ───────────────────────────────────────────────────────────────────────────────────────────
+
+
+def test_task_card_in_russian():
+    """The card shows number, linked title, status, importance, project, deadline, owner, assignees, description."""
+    message = render_task_card(card_task(is_overdue=True), status_name="В работе", lang="ru", tz=MOSCOW, web_url=WEB)
+    assert accepted(message) == (
+        "📋 #525330 Выгрузка из toggl\n"
+        "Статус: В работе\n"
+        "Важность: срочная\n"
+        "Проект: Интеграции\n"
+        "Срок: 07.03.2018 00:30 ⏰ просрочена\n"
+        "Постановщик: Станислав Попов\n"
+        "Исполнители: Иван Петров, Анна, группа Разработка\n"
+        "Выработка сама"
+    )
+    assert "<blockquote>Выработка <b>сама</b></blockquote>" in message
+
+
+def test_task_card_in_english_with_a_date_only_deadline():
+    """A date-only deadline is a calendar date, never shifted by the display zone."""
+    due = datetime(2018, 3, 7, 23, 59, tzinfo=MOSCOW)
+    task = card_task(deadline=Deadline(due, date_only=True), importance="AVERAGE", description="", worker_groups=())
+    plain = accepted(render_task_card(task, status_name="Open", lang="en", tz=ZoneInfo("Asia/Tokyo"), web_url=WEB))
+    assert "Deadline: 07.03.2018\n" in plain and "Importance: normal" in plain
+    assert "Assignees: Иван Петров, Анна" in plain
+    no_deadline = card_task(deadline=None, workers=(), worker_groups=(), owner=None, project=None)
+    plain = accepted(render_task_card(no_deadline, status_name="Open", lang="en", tz=MOSCOW, web_url=WEB))
+    assert "Deadline: not set" in plain and "Assignees" not in plain
+
+
+def test_task_card_with_hundreds_of_assignees_stays_within_limits():
+    """Hundreds of long assignee names are cut at a name boundary with "and N more"; the card still fits."""
+    workers = tuple(PersonRef(i, f"{'Имя' * 40} {i}") for i in range(500))
+    task = card_task(workers=workers, description="<p>" + "длинное описание " * 2_000)
+    plain = accepted(render_task_card(task, status_name="В работе", lang="ru", tz=MOSCOW, web_url=WEB))
+    assert "и ещё " in plain and utf16_len(plain) < 2_500
+
+
+# ── Planfix HTML → Telegram HTML ─────────────────────────────────────────────────────────────────────────────
+
+
+@pytest.mark.parametrize(
+    ("fragment", "expected"),
+    [
+        ("&lt;p&gt;Выработка должна попадать из toggl в планфикс сама.&lt;br/&gt;",
+         "Выработка должна попадать из toggl в планфикс сама."),
+        ("{event23}&lt;br/&gt;{event24}: 16-02-2018, {event25}: &lt;b&gt;3&lt;/b&gt; {event26}",
+         "16-02-2018, <b>3</b>"),
+        ("{event6}: &lt;a href='/?action=user&amp;id=8152' &gt;Станислав Попов&lt;/a&gt;&lt;br&gt;{event8}: "
+         "03.02.2018 &amp;mdash; 07.02.2018",
+         "Станислав Попов\n03.02.2018 — 07.02.2018"),
+        ("{log26}&lt;br&gt;[&lt;i&gt;{log29}&lt;/i&gt;]:&amp;nbsp;Интеграция с toggl&lt;br/&gt;&lt;div "
+         "class='log-expand' onclick='log_toggleExtra(this); return false;' title='{log27}'&gt;&lt;/div&gt;",
+         "[]: Интеграция с toggl"),
+        ("&lt;ul&gt;&lt;li&gt;one&lt;/li&gt;&lt;li&gt;&lt;strong&gt;two&lt;/strong&gt;&lt;/li&gt;&lt;/ul&gt;"
+         "&lt;script&gt;alert(1)&lt;/script&gt;&amp;lt;tag&amp;gt; &amp;amp; &amp;quot;",
+         "• one\n• <b>two</b>\n&lt;tag&gt; &amp; \""),
+    ],
+)
+def test_planfix_fixture_descriptions_convert_to_the_subset(fragment, expected):
+    """Real fixture descriptions become valid Telegram HTML: tags mapped, placeholders gone, entities decoded."""
+    converted = planfix_html_to_telegram(xml_text(fragment), max_len=500)
+    assert converted == expected
+    parse_telegram_html(converted)
+
+
+def test_relative_planfix_links_become_absolute_with_a_base():
+    """/?action=user&id=… links are resolved against the account URL; javascript: links lose their tag."""
+    source = xml_text("&lt;a href='/?action=user&amp;id=8152' &gt;Станислав&lt;/a&gt; &lt;a href='javascript:x()'&gt;"
+                      "js&lt;/a&gt; &lt;a href=\"https://ex.com/a b\"&gt;ext&lt;/a&gt;")
+    converted = planfix_html_to_telegram(source, max_len=500, base_url=WEB)
+    links = [e.url for e in parse_telegram_entities(converted).entities if e.type == "text_link"]
+    assert links == [f"{WEB}/?action=user&id=8152", "https://ex.com/a%20b"]
+    assert parse_telegram_html(converted) == "Станислав js ext"
+
+
+def test_misnested_planfix_markup_is_repaired():
+    """Overlapping tags in the source come out properly nested; stray end tags are ignored."""
+    converted = planfix_html_to_telegram("<b>bold <i>both</b> italic</i></u> end", max_len=100)
+    assert converted == "<b>bold <i>both</i></b> italic end"
+
+
+def test_cutting_never_leaves_a_tag_open():
+    """At every possible budget the cut text is valid Telegram HTML within the budget, ending in "…" when cut."""
+    source = '<p><b>Жирный <i>курсив 😀 <a href="https://e.com">ссылка &amp; ещё</a></i></b></p><ul><li>пункт</li></ul>'
+    full = parse_telegram_html(planfix_html_to_telegram(source, max_len=1_000))
+    for budget in range(utf16_len(full) + 2):
+        converted = planfix_html_to_telegram(source, max_len=budget)
+        plain = parse_telegram_html(converted)
+        assert utf16_len(plain) <= budget
+        assert plain == full or plain.endswith("…") or not plain
+
+
+def test_truncate_counts_utf16_and_never_splits_a_pair():
+    """truncate measures UTF-16 units, keeps whole surrogate pairs and adds "…" only when it cuts."""
+    assert truncate("short", 5) == "short"
+    assert truncate("😀" * 5, 4) == "😀…"
+    assert truncate("a😀b", 3) == "a…"
+    assert truncate("👩‍💻 done", 3) == "👩…"
+    assert truncate("anything", 0) == ""
+    assert utf16_len("😀a") == 3
+
+
+def test_escape_handles_quotes_and_non_strings():
+    """escape() is safe in text and in attribute values alike."""
+    assert escape('<a href="x">&\'') == "&lt;a href=&quot;x&quot;&gt;&amp;&#x27;"
+    assert escape(42) == "42"
+
+
+# ── properties ───────────────────────────────────────────────────────────────────────────────────────────────
+
+TEXT = st.text(max_size=400) | st.text(alphabet="<>&\"';/ab😀\u200d\n", max_size=400)
+PIECES = list("<>&;#/=\"' abipldvr😀\n") + [
+    "<b>", "</b>", "<i>", "</i>", "<p>", "</p>", "<br/>", "<li>", "&amp;", "&mdash;", "&nbsp;", "<a href='/x'>",
+    "<a href=\"https://e.com/?a=1&amp;b=2\">", "</a>", "{event1}", "<script>", "</script>", "<!-- c -->",
+]
+HTMLISH = st.lists(st.sampled_from(PIECES), max_size=60).map("".join)
+FAST = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@FAST
+@given(
+    kind=st.sampled_from([STATUS, DEADLINE, OVERDUE]), lang=st.sampled_from(["ru", "en"]), title=TEXT,
+    old=st.none() | TEXT, new=st.none() | TEXT, actor=st.none() | TEXT, project=st.none() | TEXT,
+)
+def test_any_event_renders_to_an_accepted_message(kind, lang, title, old, new, actor, project):
+    """Whatever the titles, names and values hold, Telegram accepts the event message and it fits."""
+    hostile = event(kind, task_title=title, old_value=old, new_value=new, actor_name=actor, project_title=project)
+    plain = accepted(render_event(hostile, lang=lang, tz=MOSCOW, web_url=WEB))
+    assert truncate(" ".join(title.split()), render.TITLE_LIMIT) in plain
+
+
+@FAST
+@given(lang=st.sampled_from(["ru", "en"]), title=TEXT, description=TEXT | HTMLISH, status=TEXT, name=TEXT)
+def test_any_task_card_renders_to_an_accepted_message(lang, title, description, status, name):
+    """Whatever the card holds, Telegram accepts it and it fits."""
+    task = card_task(title=title, description=description, project=ProjectRef(1, name), owner=PersonRef(2, name),
+                     workers=(PersonRef(3, name),) * 20, worker_groups=(PersonRef(4, name),))
+    accepted(render_task_card(task, status_name=status, lang=lang, tz=MOSCOW, web_url=WEB))
+
+
+@FAST
+@given(source=HTMLISH | TEXT, budget=st.integers(min_value=0, max_value=120))
+def test_any_planfix_html_converts_within_budget(source, budget):
+    """Any HTML-ish input converts to valid Telegram HTML no longer than the budget."""
+    converted = planfix_html_to_telegram(source, max_len=budget, base_url=WEB)
+    assert utf16_len(parse_telegram_html(converted)) <= budget
