@@ -138,3 +138,11 @@ class Page(Generic[T]):
     items: list[T]
     count: int
     total_count: int | None = None
+
+
+@dataclass(frozen=True)
+class StatusSet:
+    """A task process ("status set") from taskStatus.getSetList; its statuses come from getListOfSet."""
+
+    id: int
+    name: str

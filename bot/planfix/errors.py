@@ -1,0 +1,164 @@
+"""Planfix failures as exceptions, classified by what the caller should do about them (PLANFIX-API.md §9)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+class PlanfixError(Exception):
+    """Base of every Planfix failure. `code` is the API error code (None for transport failures).
+
+    Messages are built from codes, method names and our own wording only, so they never carry the api key,
+    token, password or sid; `redacted()` scrubs free text that came from elsewhere (server messages).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        method: str | None = None,
+        http_status: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.method = method
+        self.http_status = http_status
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(code={self.code!r}, method={self.method!r}, message={self.message!r})"
+
+    def redacted(self, secrets: Iterable[str]) -> PlanfixError:
+        """The same error with every secret in the message replaced by `***` (returns self if none occurs)."""
+        message = redact(self.message, secrets)
+        if message == self.message:
+            return self
+        clean = type(self)(message, code=self.code, method=self.method, http_status=self.http_status)
+        clean.__cause__ = self.__cause__
+        return clean
+
+
+class PlanfixConfigError(PlanfixError):
+    """Fatal until a human fixes the configuration or the account (wrong key, token, account, data centre…)."""
+
+
+class PlanfixTransientError(PlanfixError):
+    """Try again later: platform busy, HTTP/network failure, timeout, malformed or unexpected response."""
+
+
+class PlanfixLimitError(PlanfixTransientError):
+    """Error 0007: the request budget is used up; back off for a long time (until the daily reset)."""
+
+
+class PlanfixSessionError(PlanfixTransientError):
+    """Login mode: the session key is missing, invalid or expired (0005; 0012 without a token).
+
+    The client logs in again once by itself; seeing this means the fresh session failed too.
+    """
+
+
+class PlanfixItemError(PlanfixError):
+    """One object is missing or not accessible (task, action, project, user); skip that item only."""
+
+
+class PlanfixRequestError(PlanfixError):
+    """Planfix rejected the request as malformed: a bug on our side, or a code we do not know."""
+
+
+# Short human descriptions, from the official table (DOC-EN `Error_codes_XML_API_v1`, RU mirror for 3014).
+CODE_DESCRIPTIONS: dict[str, str] = {
+    "0001": "wrong API key",
+    "0002": "application blocked",
+    "0003": "XML parse error in the request",
+    "0004": "unknown account",
+    "0005": "session key invalid or expired",
+    "0006": "wrong signature",
+    "0007": "resource usage limit exceeded (daily request limit)",
+    "0008": "unknown function name",
+    "0009": "required parameter missing",
+    "0010": "account frozen",
+    "0011": "software update in progress on the platform",
+    "0012": "authentication error: no session key, or the token does not exist",
+    "0013": "undefined user",
+    "0014": "user inactive",
+    "0015": "invalid parameter value",
+    "0016": "parameter value invalid in this context",
+    "0017": "dependent parameter missing",
+    "0018": "function not implemented",
+    "0019": "conflicting parameters",
+    "0020": "function call forbidden",
+    "0021": "requested number of objects exceeds the maximum",
+    "0022": "API unavailable on a free account",
+    "0023": "API not included in the current plan",
+    "0024": "account is located in another data centre; check the request URL",
+    "0101": "object does not exist",
+    "0102": "error adding the object",
+    "0103": "error updating the object",
+    "0104": "access to the object denied",
+    "0105": "no permission to edit the object",
+    "1001": "wrong login or password",
+    "1002": "no privileges",
+    "2001": "project does not exist",
+    "2002": "no privileges for the project",
+    "3001": "task does not exist",
+    "3008": "no access to the task",
+    "3014": "task is being modified; repeat the request later",
+    "4002": "action does not exist",
+    "4008": "no access to the action",
+    "4009": "no access to the task of the action",
+    "6004": "user does not exist",
+    "11001": "subscription does not exist",
+}
+
+_CONFIG = frozenset(
+    {"0001", "0002", "0004", "0010", "0013", "0014", "0020", "0022", "0023", "0024", "1001", "1002"}
+)
+_TRANSIENT = frozenset({"0011", "3014"})
+_ITEM = frozenset(
+    {"0101", "0102", "0103", "0104", "0105", "2001", "2002", "3001", "3008", "4002", "4008", "4009", "6004"}
+)
+
+
+def describe(code: str) -> str:
+    """A short human description of an API error code."""
+    return CODE_DESCRIPTIONS.get(code, "unknown error code")
+
+
+def error_class(code: str, *, token_mode: bool = True) -> type[PlanfixError]:
+    """The exception class for an API error code; 0012 means a bad token in token mode, a lost sid otherwise."""
+    if code == "0007":
+        return PlanfixLimitError
+    if code == "0005" or (code == "0012" and not token_mode):
+        return PlanfixSessionError
+    if code in _CONFIG or code == "0012":
+        return PlanfixConfigError
+    if code in _TRANSIENT:
+        return PlanfixTransientError
+    if code in _ITEM:
+        return PlanfixItemError
+    return PlanfixRequestError
+
+
+def error_for_code(
+    code: str,
+    method: str | None,
+    *,
+    message: str | None = None,
+    token_mode: bool = True,
+) -> PlanfixError:
+    """Build the exception for an API error response; `message` is the optional `<message>` text from Planfix."""
+    text = f"Planfix error {code} ({describe(code)})"
+    if method:
+        text = f"{method}: {text}"
+    if message:
+        # Server text is free-form; keep it short so a verbose server cannot flood logs.
+        text = f"{text}: {message[:200]}"
+    return error_class(code, token_mode=token_mode)(text, code=code, method=method)
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """Replace every occurrence of each non-empty secret in `text` with `***`."""
+    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
