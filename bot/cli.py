@@ -55,9 +55,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     logs.configure(level=settings.logging.level, fmt=settings.logging.format, secrets=settings.secrets())
     if args.command == "check":
-        from bot.app import check
+        from bot.check import run_check
 
-        return asyncio.run(check(settings))
+        return asyncio.run(run_check(settings))
     from bot.app import run_daemon
 
     return asyncio.run(run_daemon(settings))

@@ -10,7 +10,7 @@ import pytest
 
 from bot.fakes.planfix import FakePlanfix
 from bot.fakes.telegram import FakeTelegram
-from tests.e2e import Daemon, daemon_config, planfix_bot_command, wait_polls, wait_until, write_config
+from tests.e2e import Daemon, daemon_config, planfix_bot_command, wait_polls, write_config
 
 TEAM = -100777
 ANNA_TG, BORIS_TG, STRANGER_TG = 501, 502, 666
