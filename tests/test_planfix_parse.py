@@ -274,7 +274,7 @@ def test_list_attributes_in_any_order():
 
 def test_whitespace_everywhere_is_stripped():
     """Values padded with spaces and newlines parse as if they were tight."""
-    body = """<response status=" ok ">
+    body = b"""<response status=" ok ">
       <task>
         <id>
           42
@@ -289,7 +289,7 @@ def test_whitespace_everywhere_is_stripped():
         <project><id>0</id><title/></project>
         <workers><users><user><id> 3 </id><name> Ann </name></user></users></workers>
       </task>
-    </response>""".encode()
+    </response>"""
     task = parse_task(child(parse_response(body), "task"), MOSCOW)
     assert (task.id, task.general, task.title, task.status) == (42, 7, "Title", 2)
     assert task.deadline == Deadline(due=datetime(2018, 3, 5, 12, 30, tzinfo=MOSCOW))

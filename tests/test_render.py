@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -27,7 +27,7 @@ from bot.planfix.models import Deadline, PersonRef, ProjectRef, Task
 
 MOSCOW = ZoneInfo("Europe/Moscow")
 WEB = "https://acme.planfix.ru"
-AT = datetime(2018, 3, 6, 21, 30, tzinfo=timezone.utc)
+AT = datetime(2018, 3, 6, 21, 30, tzinfo=UTC)
 HOSTILE = [
     "<", ">", "&", '"', "'", "a < b && c > d", "<script>alert(1)</script>", "</b>", "<b>", "&amp;lt;", "&nbsp;",
     "&", "Tom & Jerry", "_*[]()~`>#+-=|{}.!", "😀👨‍👩‍👧‍👦🇷🇺", "\U0001f600" * 3, "שלום עולם مرحبا", "\u202eevil\u202c",

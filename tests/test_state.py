@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -48,7 +49,7 @@ def test_commit_is_all_or_nothing(store):
         deliveries=[DeliveryRow("missing-event", 10)],  # violates the foreign key → whole commit rolls back
         meta={"feed_cursor": NOW.isoformat()},
     )
-    with pytest.raises(Exception):
+    with pytest.raises(sqlite3.IntegrityError):
         store.commit_poll(bad)
     assert store.snapshots([1]) == {} and store.outbox_rows() == [] and store.get_meta("feed_cursor") is None
 

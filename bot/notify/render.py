@@ -5,7 +5,7 @@ from __future__ import annotations
 import html
 import re
 from collections.abc import Iterable
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
 
 from bot.events import DEADLINE, OVERDUE, STATUS, Event
@@ -200,7 +200,7 @@ def _date(day: date) -> str:
 
 def _datetime(moment: datetime, tz: ZoneInfo) -> str:
     if moment.tzinfo is None:  # the Event contract says aware; if one slips through, UTC is the stored zone
-        moment = moment.replace(tzinfo=timezone.utc)
+        moment = moment.replace(tzinfo=UTC)
     return moment.astimezone(tz).strftime("%d.%m.%Y %H:%M")
 
 
