@@ -10,7 +10,9 @@ from typing import Any
 STATUS = "status"
 DEADLINE = "deadline"
 OVERDUE = "overdue"
-EVENT_KINDS = (STATUS, DEADLINE, OVERDUE)
+EVENT_KINDS = (STATUS, DEADLINE, OVERDUE)  # the contract's three kinds (DESIGN.md §3); routes default to these
+REMINDER = "reminder"  # the deadline is near: old_value = lead time ("24h"), new_value = the deadline
+DIGEST = "digest"  # many events for one chat folded into one message: `items` holds their to_json() dicts
 
 
 @dataclass(frozen=True)
@@ -35,11 +37,13 @@ class Event:
     actor_id: int | None = None
     actor_name: str | None = None
     participants: tuple[int, ...] = ()  # Planfix user ids taking part in the task, for personal routing
+    items: tuple[dict[str, Any], ...] = ()  # only for DIGEST: the folded events, each as Event.to_json()
 
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["occurred_at"] = self.occurred_at.isoformat()
         data["participants"] = list(self.participants)
+        data["items"] = list(self.items)
         return data
 
     @classmethod
@@ -48,4 +52,5 @@ class Event:
         values = {k: v for k, v in data.items() if k in known}
         values["occurred_at"] = datetime.fromisoformat(values["occurred_at"])
         values["participants"] = tuple(values.get("participants") or ())
+        values["items"] = tuple(values.get("items") or ())
         return cls(**values)
