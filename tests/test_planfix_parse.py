@@ -46,9 +46,14 @@ BERLIN = ZoneInfo("Europe/Berlin")
 
 
 def _fixtures_dir() -> Path | None:
-    candidates = [Path(__file__).resolve().parents[2] / "shared" / "planfix-fixtures"]
+    # The shared folder beside the repo is the source of truth; the copy in tests/fixtures keeps a lone clone
+    # testable (the files are MIT-licensed, see LICENSE-planfix-go there).
+    candidates = [
+        Path(__file__).resolve().parents[2] / "shared" / "planfix-fixtures",
+        Path(__file__).resolve().parent / "fixtures" / "planfix",
+    ]
     if os.environ.get("PLANFIX_FIXTURES"):
-        candidates.append(Path(os.environ["PLANFIX_FIXTURES"]))
+        candidates.insert(0, Path(os.environ["PLANFIX_FIXTURES"]))
     return next((p for p in candidates if p.is_dir()), None)
 
 
