@@ -27,6 +27,7 @@ from bot.notify.sender import Rendered, Sender
 from bot.planfix.client import PlanfixClient
 from bot.planfix.errors import PlanfixConfigError, PlanfixError
 from bot.planfix.models import Task
+from bot.sdnotify import SystemdNotifier
 from bot.watch.poller import Poller
 from state.store import Store
 
@@ -171,12 +172,15 @@ class Daemon:
         self.scheduler.start()
         sender_task = asyncio.create_task(self.sender.run(), name="sender")
         chat_task = asyncio.create_task(self._run_chat(), name="chat")
+        heartbeat = asyncio.create_task(self._service_heartbeat(SystemdNotifier()), name="heartbeat")
         log.info("daemon.started", interval=interval, routes=len(self.settings.routes), users=len(self.settings.users))
         try:
             await stop.wait()
         finally:
             log.info("daemon.stopping")
             self.scheduler.shutdown(wait=False)
+            heartbeat.cancel()
+            SystemdNotifier().stopping()
             self.sender.stop()
             with contextlib.suppress(Exception):
                 await self.dispatcher.stop_polling()
@@ -187,6 +191,28 @@ class Daemon:
             await asyncio.gather(*pending, return_exceptions=True)
             await self.close()
             log.info("daemon.stopped")
+
+    def health_line(self) -> str:
+        """One line for systemd's STATUS= and for logs: last poll, outbox, sends."""
+        last = self.poller.last_success
+        polled = f"last poll {last:%H:%M:%S} UTC" if last else "no successful poll yet"
+        pending = self.store.outbox_counts().get("pending", 0)
+        return f"{polled}; {pending} messages queued; {self.sender.sent} sent, {self.sender.failed} failed"
+
+    async def _service_heartbeat(self, notifier: SystemdNotifier) -> None:
+        """READY=1 after the first successful poll, then STATUS= and WATCHDOG=1 from the event loop, so that
+        a blocked loop stops the pings and systemd restarts the service."""
+        if not notifier.enabled:
+            return
+        period = min(5.0, (notifier.watchdog_seconds or 10.0) / 2)
+        ready = False
+        while True:
+            if not ready and self.poller.last_success is not None:
+                ready = notifier.ready(self.health_line())
+            elif ready:
+                notifier.status(self.health_line())
+            notifier.watchdog()
+            await asyncio.sleep(period)
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):

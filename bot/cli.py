@@ -59,8 +59,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return asyncio.run(run_check(settings))
     from bot.app import run_daemon
+    from bot.instance import AlreadyRunning, InstanceLock
 
-    return asyncio.run(run_daemon(settings))
+    try:
+        lock = InstanceLock(settings.state.path).acquire()
+    except AlreadyRunning as exc:
+        print(f"planfix-bot: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except OSError as exc:
+        print(f"planfix-bot: config error: state.path: cannot create {str(settings.state.path)!r}: {exc.strerror}",
+              file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        return asyncio.run(run_daemon(settings))
+    finally:
+        lock.release()
 
 
 if __name__ == "__main__":

@@ -68,12 +68,14 @@ def planfix_bot_command() -> list[str]:
 class Daemon:
     """`planfix-bot run --config PATH` in a subprocess, its output in a log file."""
 
-    def __init__(self, config: Path, log: Path):
+    def __init__(self, config: Path, log: Path, env: dict[str, str] | None = None):
         self.config, self.log = config, log
+        self.extra_env = env or {}
         self.proc: asyncio.subprocess.Process | None = None
 
     async def start(self) -> Daemon:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PLANFIX_", "TELEGRAM_"))}
+        env.update(self.extra_env)
         self._out = self.log.open("ab")
         self.proc = await asyncio.create_subprocess_exec(
             *planfix_bot_command(), "run", "--config", str(self.config),
