@@ -1,8 +1,9 @@
-"""structlog setup: JSON off a terminal, console on one, stdlib loggers routed through it, secrets scrubbed."""
+"""structlog setup: JSON off a terminal, console on one, journald priorities, stdlib loggers, secrets scrubbed."""
 
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 from collections.abc import Iterable
@@ -49,20 +50,40 @@ class SecretScrubber:
 scrubber = SecretScrubber()
 
 
+# sd-daemon(3) priority prefixes: journald strips "<N>" and files the line under that priority.
+_JOURNAL_PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
+
+
+def writes_to_journal(stream: Any) -> bool:
+    """True when `stream` is the journal stream systemd handed us ($JOURNAL_STREAM = "device:inode")."""
+    expected = os.environ.get("JOURNAL_STREAM", "")
+    try:
+        info = os.fstat(stream.fileno())
+    except (AttributeError, OSError, ValueError):
+        return False
+    return bool(expected) and expected == f"{info.st_dev}:{info.st_ino}"
+
+
 class _ScrubRenderedLine(logging.Formatter):
     """Last line of defence: scrub the final rendered text (exception tracebacks included)."""
 
-    def __init__(self, inner: logging.Formatter):
+    def __init__(self, inner: logging.Formatter, *, journal: bool = False):
         super().__init__()
         self.inner = inner
+        self.journal = journal
 
     def format(self, record: logging.LogRecord) -> str:
-        return scrubber.scrub(self.inner.format(record))
+        text = scrubber.scrub(self.inner.format(record))
+        if self.journal:
+            priority = _JOURNAL_PRIORITY.get(record.levelno, 6)
+            # One prefix per line: a multi-line traceback must not fall back to the default priority.
+            text = "\n".join(f"<{priority}>{line}" for line in text.split("\n"))
+        return text
 
 
 def configure(*, level: str = "info", fmt: str = "auto", secrets: Iterable[str] = (), stream: Any = None) -> None:
     """Route structlog and stdlib logging (aiogram, APScheduler, httpx) to one scrubbed stream."""
-    stream = stream or sys.stderr
+    stream = stream or sys.stdout
     scrubber.update(secrets)
     use_json = fmt == "json" or (fmt == "auto" and not stream.isatty())
     shared: list[Any] = [
@@ -87,7 +108,7 @@ def configure(*, level: str = "info", fmt: str = "auto", secrets: Iterable[str] 
         ],
     )
     handler = logging.StreamHandler(stream)
-    handler.setFormatter(_ScrubRenderedLine(formatter))
+    handler.setFormatter(_ScrubRenderedLine(formatter, journal=writes_to_journal(stream)))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
