@@ -1,0 +1,55 @@
+"""Upgrades: a state file made by the first released schema opens with today's code and nothing is lost."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime
+from pathlib import Path
+
+from state.migrations import migrations
+from state.store import Store
+
+V1_DUMP = Path(__file__).parent / "fixtures" / "state-v1.sql"
+
+
+def make_v1_database(path: Path) -> Path:
+    con = sqlite3.connect(path)
+    con.executescript(V1_DUMP.read_text(encoding="utf-8"))
+    con.close()
+    return path
+
+
+def test_v1_state_migrates_forward_without_loss(tmp_path):
+    """Snapshots, cursor, seen actions, pending and delivered outbox rows, inactive chats and chat migrations
+    made by schema m001 are all still there after every later migration has been applied."""
+    store = Store.open(make_v1_database(tmp_path / "state.sqlite3"))
+    try:
+        applied = [m.name for m in migrations.applied(store.db)]
+        assert applied[0] == "m001_initial" and not migrations.pending(store.db)
+        assert store.get_meta("feed_cursor") == "2026-11-20T10:00:00+00:00"
+        assert store.get_meta("api_timezone") == "Asia/Yekaterinburg"
+        snap = store.snapshots([1128468])[1128468]
+        assert snap.revision == 2 and snap.data["title"] == "Интеграция с toggl <b>"
+        assert snap.data["participants"] == [9230, 9231]
+        assert store.unseen_action_ids([6379544, 1]) == {1}
+        rows = store.outbox_rows()
+        assert [(r["chat_id"], r["status"], r["message_id"]) for r in rows] == [(-1001, "delivered", 77),
+                                                                                 (222, "pending", None)]
+        [due] = store.due_outbox(datetime(2026, 11, 21, tzinfo=UTC))
+        assert due.chat_id == 222 and due.payload["new_value"] == "В работе"
+        assert [(c.chat_id, c.reason) for c in store.inactive_chats()] == [
+            (-1002, "Forbidden: bot was kicked from the group chat")
+        ]
+        assert store.chat_migrations() == {-5: -1005}
+    finally:
+        store.close()
+
+
+def test_reopening_a_migrated_file_applies_nothing_twice(tmp_path):
+    """Opening an already-upgraded file again runs no migration a second time."""
+    path = make_v1_database(tmp_path / "state.sqlite3")
+    Store.open(path).close()
+    store = Store.open(path)
+    names = [m.name for m in migrations.applied(store.db)]
+    store.close()
+    assert len(names) == len(set(names))
