@@ -48,7 +48,8 @@ def build_account(fake: FakePlanfix, now: datetime) -> list[int]:
     fake.add_user(OLGA, "Ольга", last_name="Ким")
     site, app = (201, "Website <relaunch>"), (202, "Mobile app")
     local_now = now.astimezone(DEMO_ZONE)
-    soon = (local_now + timedelta(minutes=2)).replace(second=0, microsecond=0)
+    # Planfix deadlines have minute resolution: the next full minute, at least 20 s away, shows an overdue notice soon.
+    soon = (local_now + timedelta(seconds=80)).replace(second=0, microsecond=0)
     tasks = [
         fake.add_task(title="Landing page copy & images", owner=ANNA, workers=(IVAN,), project=site,
                       deadline=local_now.date() + timedelta(days=3)),
@@ -134,7 +135,7 @@ async def run_demo(*, interval: float = 2.0, duration: float | None = None, lang
             "planfix-bot demo: the real daemon is polling a simulated Planfix account over loopback HTTP.\n"
             f"  Planfix (fake): {pf_url}   Telegram (fake): {tg_url}\n"
             f"  {len(task_ids)} tasks; the first poll remembers them silently, then people start changing things.\n"
-            "  One task's deadline passes in about two minutes (an overdue notice). Press Ctrl-C to stop.\n\n"
+            "  One task's deadline passes within about a minute (an overdue notice). Press Ctrl-C to stop.\n\n"
         )
         out.flush()
         stop = asyncio.Event()
