@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import html
 import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import structlog
 from aiogram import Bot, Dispatcher
@@ -22,12 +21,14 @@ from bot.chat.commands import TEXTS, ChatContext, build_router
 from bot.config import Settings
 from bot.events import Event
 from bot.notify import render
+from bot.notify.compose import build_sender
 from bot.notify.routing import deliveries
-from bot.notify.sender import Rendered, Sender
+from bot.notify.sender import Sender
+from bot.planfix.budget import Budget
 from bot.planfix.client import PlanfixClient
-from bot.planfix.errors import PlanfixConfigError, PlanfixError
 from bot.planfix.models import Task
 from bot.sdnotify import SystemdNotifier
+from bot.watch.jobs import Detection, detection_from_settings
 from bot.watch.poller import Poller
 from state.store import Store
 
@@ -56,6 +57,8 @@ def make_client(settings: Settings) -> PlanfixClient:
         password=pf.password.get_secret_value() if pf.password else None,
         requests_per_second=pf.requests_per_second,
         timeout=pf.timeout_seconds,
+        # One budget for every Planfix request (issue 4): rate, priorities, the daily allowance, the 0007 pause.
+        budget=Budget(requests_per_second=pf.requests_per_second, daily=pf.daily_request_budget),
     )
 
 
@@ -71,7 +74,7 @@ class Daemon:
     sender: Sender
     dispatcher: Dispatcher
     scheduler: AsyncIOScheduler | None = None
-    _fatal_reported: bool = False
+    detection: Detection | None = None  # issue 4: feed poll, sweep, deadline checks, each an asyncio job
 
     @classmethod
     def build(cls, settings: Settings) -> Daemon:
@@ -85,18 +88,7 @@ class Daemon:
         def zone():
             return settings.display_zone(holder["poller"].api_timezone if holder else None)
 
-        def render_for_chat(event: Event, chat_id: int) -> Rendered:
-            url = render.task_url(web_url, event.task_general)
-            short = f'<b>#{event.task_general}</b> <a href="{html.escape(url)}">{html.escape(url)}</a>'
-            return Rendered(render.render_event(event, lang=lang, tz=zone(), web_url=web_url), short, url)
-
-        sender = Sender(
-            bot=bot,
-            store=store,
-            render=render_for_chat,
-            admin_ids=settings.telegram.admin_ids,
-            open_button_text=lambda chat_id: TEXTS[lang]["open"],
-        )
+        sender = build_sender(settings, store, bot, zone=zone, open_button_text=TEXTS[lang]["open"])
 
         def route(event: Event, now: datetime):
             return deliveries(
@@ -104,14 +96,11 @@ class Daemon:
                 migrated=store.chat_migrations(),
             )
 
-        poller = Poller(
-            client=client,
-            store=store,
-            route=route,
-            overlap=timedelta(minutes=settings.poll.overlap_minutes),
+        detection = detection_from_settings(
+            settings, client=client, store=store, route=route, notify_admins=sender.tell_admins,
             on_queued=sender.wake,
-            language=lang,
         )
+        poller = detection.poller
         holder["poller"] = poller
 
         def render_card(task: Task) -> str:
@@ -124,25 +113,14 @@ class Daemon:
             task_url=lambda general: render.task_url(web_url, general),
         )
         dispatcher.include_router(build_router(settings))
-        return cls(settings, store, client, bot, poller, sender, dispatcher)
+        return cls(settings, store, client, bot, poller, sender, dispatcher, detection=detection)
 
     async def poll_job(self) -> None:
-        """One scheduled poll; errors are logged and the next run tries again from the same cursor."""
-        try:
-            await self.poller.poll_once()
-        except PlanfixConfigError as exc:
-            log.error("poll.config_error", error=str(exc), code=exc.code)
-            if not self._fatal_reported:
-                self._fatal_reported = True
-                await self.sender.tell_admins(f"⚠️ Planfix refuses the bot's credentials: {html.escape(str(exc))}")
-        except PlanfixError as exc:
-            log.warning("poll.failed", error=str(exc), code=exc.code, kind=type(exc).__name__)
-        except TimeoutError:
-            log.warning("poll.timeout")
-        except Exception:
-            log.exception("poll.crashed")
-        else:
-            self._fatal_reported = False
+        """One poll now, with the detection error policy (bot/watch/jobs.py: back-off, config-fatal, 0007)."""
+        assert self.detection is not None
+        job = self.detection.job("poll")
+        job.next_run = None
+        await job.run_once()
 
     async def _run_chat(self) -> None:
         """Answer commands; if Telegram is unreachable at start-up, keep trying instead of dying."""
@@ -165,11 +143,10 @@ class Daemon:
     async def run(self, stop: asyncio.Event) -> None:
         interval = self.settings.poll.interval_seconds
         self.scheduler = AsyncIOScheduler(timezone=UTC)
-        self.scheduler.add_job(
-            self.poll_job, "interval", seconds=interval, id="poll", max_instances=1, coalesce=True,
-            misfire_grace_time=max(1, int(interval / 2)), next_run_time=datetime.now(UTC),
-        )
         self.scheduler.start()
+        # The detection jobs sleep exactly until due (adaptive interval, back-off), so they are asyncio tasks.
+        assert self.detection is not None
+        detection_task = asyncio.create_task(self.detection.run(stop), name="detection")
         sender_task = asyncio.create_task(self.sender.run(), name="sender")
         chat_task = asyncio.create_task(self._run_chat(), name="chat")
         heartbeat = asyncio.create_task(self._service_heartbeat(SystemdNotifier()), name="heartbeat")
@@ -179,6 +156,8 @@ class Daemon:
         finally:
             log.info("daemon.stopping")
             self.scheduler.shutdown(wait=False)
+            detection_task.cancel()
+            await asyncio.gather(detection_task, return_exceptions=True)
             heartbeat.cancel()
             SystemdNotifier().stopping()
             self.sender.stop()

@@ -17,6 +17,7 @@ from bot.events import EVENT_KINDS
 
 DEFAULT_STATE_PATH = "/var/lib/planfix-bot/state.sqlite3"
 _QUIET_HOURS = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]):([0-5]\d)$")
+_LEAD = re.compile(r"^\d{1,5}[mhd]$")  # poll.remind_before entries: "30m", "24h", "2d"
 
 
 class ConfigError(Exception):
@@ -106,6 +107,21 @@ class StateSettings(_Section):
 class PollSettings(_Section):
     interval_seconds: float = Field(default=30, ge=1, le=3600)
     overlap_minutes: int = Field(default=2, ge=1, le=60)
+    # Issue 4 (detection): back-off, local deadline checks, reminders, the sweep, catch-up after downtime.
+    max_backoff_seconds: float = Field(default=300, ge=1, le=3600)
+    deadline_check_seconds: float = Field(default=5, ge=1, le=300)
+    remind_before: list[str] = []
+    sweep_hours: float = Field(default=24, ge=0, le=24 * 7)
+    catchup_digest_threshold: int = Field(default=10, ge=1, le=1000)
+    max_event_age_hours: float = Field(default=24, gt=0, le=24 * 30)
+
+    @field_validator("remind_before")
+    @classmethod
+    def _lead_times(cls, leads: list[str]) -> list[str]:
+        for lead in leads:
+            if not _LEAD.match(lead) or int(lead[:-1]) == 0:
+                raise ValueError(f'{lead!r}: use a positive number with m, h or d, e.g. ["24h", "1h"]')
+        return list(dict.fromkeys(leads))
 
 
 class DisplaySettings(_Section):
@@ -120,6 +136,15 @@ class DisplaySettings(_Section):
         return name
 
 
+class DeliverySettings(_Section):
+    """How the sender talks to Telegram (issue 5): coalescing, timeouts, when admins hear about waits."""
+
+    coalesce_seconds: float = Field(default=10, ge=0, le=3600)  # 0 = every change is its own message
+    send_timeout_seconds: float = Field(default=30, gt=0, le=300)
+    long_wait_alert_seconds: float = Field(default=300, gt=0)  # a 429 wait this long is reported to admins
+    max_in_flight: int = Field(default=16, ge=1, le=100)  # Telegram requests (to different chats) at once
+
+
 class LoggingSettings(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
@@ -132,9 +157,20 @@ class UserLink(_Section):
 
 class Route(_Section):
     chat_id: int
-    events: list[Literal["status", "deadline", "overdue"]] = list(EVENT_KINDS)
+    # "reminder" (poll.remind_before) is opt-in per route; linked users get reminders about their tasks anyway.
+    events: list[Literal["status", "deadline", "overdue", "reminder"]] = list(EVENT_KINDS)
     projects: list[int] = []
     quiet_hours: str | None = None
+    timezone: str | None = None  # quiet_hours are read in this zone; default: the display zone
+    urgent_bypasses_quiet_hours: bool = False  # HIGH-importance tasks are delivered even inside quiet_hours
+    silent: bool = False  # deliver without a notification sound (disable_notification)
+
+    @field_validator("timezone")
+    @classmethod
+    def _route_zone(cls, name: str | None) -> str | None:
+        if name is not None:
+            _zone(name)
+        return name
 
     @field_validator("events")
     @classmethod
@@ -158,6 +194,7 @@ class Settings(_Section):
     poll: PollSettings = PollSettings()
     display: DisplaySettings = DisplaySettings()
     logging: LoggingSettings = LoggingSettings()
+    delivery: DeliverySettings = DeliverySettings()
     users: list[UserLink] = []
     routes: list[Route] = []
 

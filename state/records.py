@@ -56,6 +56,7 @@ class OutboxItem:
     attempts: int
     payload: dict[str, Any]
     message_id: int | None = None
+    created_at: datetime | None = None  # when the row was queued (coalescing measures its window from it)
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from state.records import ChatState, DeliveryRow, EventRow, OutboxItem, PollComm
 PENDING = "pending"
 DELIVERED = "delivered"
 FAILED = "failed"
+SUPERSEDED = "superseded"  # a migrated chat's row whose twin was already queued for the new chat id
 
 
 def _ts(moment: datetime) -> float:
@@ -178,19 +179,10 @@ class Store:
     def due_outbox(self, now: datetime, limit: int = 50) -> list[OutboxItem]:
         """Pending rows whose time has come, oldest first."""
         rows = self.db.execute(
-            "SELECT o.id, o.key, o.event_key, o.chat_id, o.attempts, e.payload, o.message_id "
-            "FROM outbox o JOIN events e ON e.key = o.event_key "
-            "WHERE o.status = ? AND o.not_before <= ? "
-            "ORDER BY o.id LIMIT ?",
+            f"{_OUTBOX_SELECT} WHERE o.status = ? AND o.not_before <= ? ORDER BY o.id LIMIT ?",
             [PENDING, _ts(now), limit],
         ).fetchall()
-        return [
-            OutboxItem(
-                id=r[0], key=r[1], event_key=r[2], chat_id=r[3], attempts=r[4], payload=json.loads(r[5]),
-                message_id=r[6],
-            )
-            for r in rows
-        ]
+        return [_outbox_item(r) for r in rows]
 
     def next_outbox_time(self) -> datetime | None:
         row = self.db.execute("SELECT min(not_before) FROM outbox WHERE status = ?", [PENDING]).fetchone()
@@ -270,15 +262,169 @@ class Store:
                 "AND NOT EXISTS (SELECT 1 FROM outbox o2 WHERE o2.key = outbox.event_key || '@' || ?)",
                 [new_chat_id, new_chat_id, old_chat_id, PENDING, new_chat_id],
             )
+            # A row that could not move already has its twin queued for the new id: settle it, or the sender would
+            # keep addressing the old id (and keep getting "upgraded to a supergroup") forever.
+            self.db.execute(
+                "UPDATE outbox SET status = ?, last_error = ?, delivered_at = ? WHERE chat_id = ? AND status = ?",
+                [SUPERSEDED, f"chat migrated to {new_chat_id}; already queued there", _iso(now), old_chat_id,
+                 PENDING],
+            )
 
     def chat_migrations(self) -> dict[int, int]:
         return {r[0]: r[1] for r in self.db.execute("SELECT old_chat_id, new_chat_id FROM chat_migrations")}
+
+    # -- detection (issue 4: reminders, the reconciliation sweep) ----------------------------------------------
+
+    def deadline_window(self, after: datetime, until: datetime) -> list[StoredSnapshot]:
+        """Active tasks whose deadline falls due in (after, until]: the candidates for reminders."""
+        rows = self.db.execute(
+            "SELECT task_id, revision, data FROM tasks WHERE is_active = 1 AND deadline_due > ? "
+            "AND deadline_due <= ?",
+            [_ts(after), _ts(until)],
+        ).fetchall()
+        return [StoredSnapshot(task_id=r[0], revision=r[1], data=json.loads(r[2])) for r in rows]
+
+    def commit_sweep(self, commit: PollCommit, seen: Iterable[int], *, new_pass: bool = False) -> int:
+        """One sweep step in one transaction: its poll commit plus the task ids it saw in Planfix's active list
+        (`new_pass` forgets the previous pass's ids first). Returns how many outbox rows were queued."""
+        with self.db.atomic():
+            if new_pass:
+                self.db.execute("DELETE FROM sweep_seen")
+            queued = self.commit_poll(commit)
+            self.db.conn.executemany(
+                "INSERT OR IGNORE INTO sweep_seen (task_id) VALUES (?)", [(task_id,) for task_id in seen]
+            )
+        return queued
+
+    def unswept_active(self, limit: int = 100) -> list[int]:
+        """Tasks stored as active that the current sweep pass has not seen in the active list (closed, deleted
+        or hidden since), lowest id first."""
+        return [
+            r[0]
+            for r in self.db.execute(
+                "SELECT task_id FROM tasks t WHERE is_active = 1 AND NOT EXISTS "
+                "(SELECT 1 FROM sweep_seen s WHERE s.task_id = t.task_id) ORDER BY task_id LIMIT ?",
+                [limit],
+            )
+        ]
+
+    # -- end of detection block --------------------------------------------------------------------------------
+
+
+    # -- delivery (issue 5: per-chat sending, coalescing, problems for admins) ----------------------------------
+
+    def due_chats(self, now: datetime) -> list[int]:
+        """Chats with at least one row due now, the chat with the oldest such row first."""
+        rows = self.db.execute(
+            "SELECT chat_id, min(id) AS first FROM outbox WHERE status = ? AND not_before <= ? "
+            "GROUP BY chat_id ORDER BY first",
+            [PENDING, _ts(now)],
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    def next_due_row(self, chat_id: int, now: datetime) -> OutboxItem | None:
+        """The oldest row due now for one chat: a chat's messages go out in the order they were queued."""
+        row = self.db.execute(
+            f"{_OUTBOX_SELECT} WHERE o.chat_id = ? AND o.status = ? AND o.not_before <= ? ORDER BY o.id LIMIT 1",
+            [chat_id, PENDING, _ts(now)],
+        ).fetchone()
+        return _outbox_item(row) if row else None
+
+    def due_count(self, chat_id: int, now: datetime) -> int:
+        """How many rows are due now for one chat (its backlog)."""
+        return self.db.execute(
+            "SELECT count(*) FROM outbox WHERE chat_id = ? AND status = ? AND not_before <= ?",
+            [chat_id, PENDING, _ts(now)],
+        ).fetchone()[0]
+
+    def next_outbox_time_after(self, now: datetime) -> datetime | None:
+        """When the next pending row that is not yet due becomes due (None if there is none)."""
+        row = self.db.execute(
+            "SELECT min(not_before) FROM outbox WHERE status = ? AND not_before > ?", [PENDING, _ts(now)]
+        ).fetchone()
+        return datetime.fromtimestamp(row[0], UTC) if row and row[0] is not None else None
+
+    def pending_for_task(self, chat_id: int, task_id: int, now: datetime, *, after_id: int) -> list[OutboxItem]:
+        """Due rows about the same task for the same chat queued after row `after_id` (to fold into one message)."""
+        rows = self.db.execute(
+            f"{_OUTBOX_SELECT} WHERE o.chat_id = ? AND e.task_id = ? AND o.status = ? AND o.not_before <= ? "
+            "AND o.id > ? ORDER BY o.id",
+            [chat_id, task_id, PENDING, _ts(now), after_id],
+        ).fetchall()
+        return [_outbox_item(r) for r in rows]
+
+    def last_message_for_task(self, chat_id: int, task_id: int) -> tuple[int, int, datetime] | None:
+        """The newest message sent to the chat about the task: (row id of its first row, message id, queued at)."""
+        row = self.db.execute(
+            "SELECT o.id, o.message_id, o.created_at FROM outbox o JOIN events e ON e.key = o.event_key "
+            "WHERE o.chat_id = ? AND e.task_id = ? AND o.status = ? AND o.group_id IS NULL "
+            "AND o.message_id IS NOT NULL ORDER BY o.id DESC LIMIT 1",
+            [chat_id, task_id, DELIVERED],
+        ).fetchone()
+        return (row[0], row[1], datetime.fromisoformat(row[2])) if row else None
+
+    def message_payloads(self, head_id: int) -> list[dict[str, Any]]:
+        """The events one message shows: its first row's and every row folded into it since, in order."""
+        rows = self.db.execute(
+            "SELECT e.payload FROM outbox o JOIN events e ON e.key = o.event_key "
+            "WHERE (o.id = ? OR o.group_id = ?) AND o.status = ? ORDER BY o.id",
+            [head_id, head_id, DELIVERED],
+        ).fetchall()
+        return [json.loads(r[0]) for r in rows]
+
+    def mark_sent(self, row_ids: Sequence[int], message_id: int | None, now: datetime, *,
+                  group_id: int | None = None) -> None:
+        """Rows delivered as one message; every row but the message's first points at it (`group_id`)."""
+        with self.db.atomic():
+            for row_id in row_ids:
+                group = group_id if group_id is not None and group_id != row_id else None
+                self.db.execute(
+                    "UPDATE outbox SET status = ?, message_id = ?, delivered_at = ?, last_error = NULL, group_id = ? "
+                    "WHERE id = ?",
+                    [DELIVERED, message_id, _iso(now), group, row_id],
+                )
+
+    def fail_pending_for_chat(self, chat_id: int, reason: str, now: datetime) -> int:
+        """Give up every pending row of a chat (it will not take messages); returns how many."""
+        with self.db.atomic():
+            return self.db.execute(
+                "UPDATE outbox SET status = ?, last_error = ?, delivered_at = ?, attempts = attempts + 1 "
+                "WHERE chat_id = ? AND status = ?",
+                [FAILED, reason, _iso(now), chat_id, PENDING],
+            ).rowcount
+
+    def outbox_problems(self, limit: int = 100) -> list[dict[str, Any]]:
+        """Rows that are not simply delivered or waiting their turn: given up, or waiting after an error."""
+        cur = self.db.execute(
+            "SELECT id, event_key, chat_id, status, attempts, last_error, not_before FROM outbox "
+            "WHERE status = ? OR (status = ? AND last_error IS NOT NULL) ORDER BY id DESC LIMIT ?",
+            [FAILED, PENDING, limit],
+        )
+        names = [d[0] for d in cur.description]
+        found = [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+        for item in found:
+            item["not_before"] = datetime.fromtimestamp(item["not_before"], UTC)
+        return found
+
+
+_OUTBOX_SELECT = (
+    "SELECT o.id, o.key, o.event_key, o.chat_id, o.attempts, e.payload, o.message_id, o.created_at "
+    "FROM outbox o JOIN events e ON e.key = o.event_key"
+)
+
+
+def _outbox_item(r: Sequence[Any]) -> OutboxItem:
+    return OutboxItem(
+        id=r[0], key=r[1], event_key=r[2], chat_id=r[3], attempts=r[4], payload=json.loads(r[5]), message_id=r[6],
+        created_at=datetime.fromisoformat(r[7]) if r[7] else None,
+    )
 
 
 __all__ = [
     "DELIVERED",
     "FAILED",
     "PENDING",
+    "SUPERSEDED",
     "ChatState",
     "DeliveryRow",
     "EventRow",

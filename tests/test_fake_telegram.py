@@ -290,6 +290,24 @@ async def test_a_hung_send_does_not_block_long_polling(fake, bot):
     slow.cancel()
 
 
+async def test_in_flight_counts_hung_sends_and_clear_faults_forgets_unused_rules(fake, bot):
+    """in_flight shows sends received but not answered (what a crash test needs); clear_faults drops the rest of
+    the injected rules while blocks stay."""
+    fake.inject_fault("hang", seconds=0.3, times=5)
+    fake.inject_error(400, "Bad Request: chat not found", times=5)
+    fake.block(USER + 1)
+    slow = asyncio.create_task(bot.send_message(USER, "slow"))
+    await asyncio.sleep(0.1)
+    assert fake.in_flight == 1
+    await slow
+    assert fake.in_flight == 0
+    fake.clear_faults()
+    await bot.send_message(USER, "fine")
+    with pytest.raises(TelegramForbiddenError):
+        await bot.send_message(USER + 1, "blocked")
+    assert [m.plain_text for m in fake.sent] == ["slow", "fine"]
+
+
 async def test_long_polling_waits_and_offset_confirms(fake, bot):
     """getUpdates holds until an update is queued; an offset past it confirms it for good."""
     asyncio.get_running_loop().call_later(0.2, lambda: fake.user_sends(chat_id=USER, user_id=USER, text="/start"))

@@ -327,3 +327,133 @@ def test_any_planfix_html_converts_within_budget(source, budget):
     """Any HTML-ish input converts to valid Telegram HTML no longer than the budget."""
     converted = planfix_html_to_telegram(source, max_len=budget, base_url=WEB)
     assert utf16_len(parse_telegram_html(converted)) <= budget
+
+
+# ── issue 5: reminders, digests, coalesced messages ──────────────────────────────────────────────────────────
+
+from bot.events import DIGEST, REMINDER  # noqa: E402
+from bot.notify.render import render_events  # noqa: E402
+
+
+def test_reminder_in_russian_and_english_with_the_deadline_in_the_display_zone():
+    """A reminder says how long until the deadline in words and shows the deadline in display.timezone."""
+    reminder = event(REMINDER, old_value="24h", new_value=AT.isoformat(), actor_name=None)
+    assert accepted(render_event(reminder, lang="ru", tz=MOSCOW, web_url=WEB)) == (
+        "⏳ #525330 Выгрузка из toggl\nСрок через 24 часа: 07.03.2018 00:30"
+    )
+    assert accepted(render_event(reminder, lang="en", tz=ZoneInfo("America/Los_Angeles"), web_url=WEB)).endswith(
+        "Deadline in 24 hours: 06.03.2018 13:30"
+    )
+
+
+@pytest.mark.parametrize(("lead", "ru", "en"), [
+    ("1h", "1 час", "1 hour"), ("2h", "2 часа", "2 hours"), ("5h", "5 часов", "5 hours"),
+    ("21h", "21 час", "21 hours"), ("11h", "11 часов", "11 hours"), ("30m", "30 минут", "30 minutes"),
+    ("1d", "1 день", "1 day"), ("3d", "3 дня", "3 days"), ("1h30m", "1 час 30 минут", "1 hour 30 minutes"),
+    ("2w", "2 недели", "2 weeks"),
+])
+def test_reminder_lead_times_are_words_with_russian_plurals(lead, ru, en):
+    """"24h"-style lead times read as words, with Russian plural forms (1 час, 2 часа, 5 часов, 21 час)."""
+    reminder = event(REMINDER, old_value=lead, new_value="2018-03-07")
+    assert f"Срок через {ru}: 07.03.2018" in accepted(render_event(reminder, lang="ru", tz=MOSCOW, web_url=WEB))
+    assert f"Deadline in {en}: 07.03.2018" in accepted(render_event(reminder, lang="en", tz=MOSCOW, web_url=WEB))
+
+
+def test_an_unreadable_or_missing_lead_time_still_gives_a_reminder():
+    """A lead time we cannot read is shown as given (escaped); none at all reads "deadline soon"."""
+    odd = event(REMINDER, old_value="<soon>", new_value="2018-03-07")
+    assert "Deadline in <soon>: 07.03.2018" in accepted(render_event(odd, lang="en", tz=MOSCOW, web_url=WEB))
+    bare = event(REMINDER, old_value=None, new_value=None)
+    assert "Скоро срок: не задан" in accepted(render_event(bare, lang="ru", tz=MOSCOW, web_url=WEB))
+
+
+def digest_of(items, **fields) -> Event:
+    return event(DIGEST, key="digest", task_general=0, task_title="", old_value=None, new_value=None,
+                 actor_name=None, items=tuple(i.to_json() if isinstance(i, Event) else i for i in items), **fields)
+
+
+def test_digest_lists_each_change_with_its_task_link_and_time():
+    """A digest has a counted header and one line per change: time in the display zone, linked number, title."""
+    items = [event(STATUS, task_general=7, task_title="Alpha"),
+             event(DEADLINE, task_general=8, task_title="Beta", old_value=None, new_value="2018-03-09")]
+    message = render_event(digest_of(items), lang="en", tz=MOSCOW, web_url=WEB)
+    assert accepted(message) == (
+        "🗂 While the bot was away: 2 changes\n"
+        "• 07.03 00:30 #7 Alpha: Status: В работе → Выполненная — Иван Петров\n"
+        "• 07.03 00:30 #8 Beta: Deadline: not set → 09.03.2018 — Иван Петров"
+    )
+    links = [e.url for e in parse_telegram_entities(message).entities if e.type == "text_link"]
+    assert links == [f"{WEB}/task/7", f"{WEB}/task/8"]
+    assert accepted(render_event(digest_of(items), lang="ru", tz=MOSCOW, web_url=WEB)).startswith(
+        "🗂 Пока бот не работал: 2 изменения\n")
+
+
+def test_a_huge_digest_is_cut_at_a_line_with_the_rest_counted():
+    """A digest of 2,000 changes fits in 4096 units, ends on a whole line, and says how many are not shown."""
+    items = [event(STATUS, task_general=i, task_title="😀 title " * 20) for i in range(2000)]
+    plain = accepted(render_event(digest_of(items), lang="ru", tz=MOSCOW, web_url=WEB))
+    lines = plain.split("\n")
+    shown = len(lines) - 2
+    assert lines[0] == "🗂 Пока бот не работал: 2000 изменений"
+    assert lines[-1] == f"и ещё {2000 - shown}" and all(line.startswith("• ") for line in lines[1:-1])
+
+
+def test_an_unreadable_digest_item_is_counted_not_fatal():
+    """A digest item that is not an event is skipped, counted in the header and the "more" line."""
+    plain = accepted(render_event(digest_of([event(), {"kind": "status"}]), lang="en", tz=MOSCOW, web_url=WEB))
+    assert plain.startswith("🗂 While the bot was away: 2 changes\n• ") and plain.endswith("\nand 1 more")
+
+
+def test_coalesced_changes_show_the_task_once_and_every_change():
+    """Several changes of one task: the header once (latest title), each change in order, who made each."""
+    first = event(STATUS, old_value="Новая", new_value="В работе", actor_name="Анна")
+    second = event(STATUS, task_title="Выгрузка v2", old_value="В работе", new_value="Готово", actor_name="Борис")
+    assert accepted(render_events([first, second], lang="ru", tz=MOSCOW, web_url=WEB)) == (
+        "🔄 #525330 Выгрузка v2\n"
+        "Статус: Новая → В работе — Анна\n"
+        "Статус: В работе → Готово — Борис"
+    )
+    same_actor = [first, event(DEADLINE, old_value=None, new_value="2018-03-07", actor_name="Анна")]
+    assert accepted(render_events(same_actor, lang="ru", tz=MOSCOW, web_url=WEB)) == (
+        "🔔 #525330 Выгрузка из toggl\n"
+        "Статус: Новая → В работе\n"
+        "Срок: не задан → 07.03.2018\n"
+        "Изменил(а): Анна"
+    )
+    assert render_events([first], lang="ru", tz=MOSCOW, web_url=WEB) == render_event(
+        first, lang="ru", tz=MOSCOW, web_url=WEB)
+
+
+def test_a_long_run_of_changes_shows_the_latest_and_counts_the_rest():
+    """Forty coalesced changes show the latest GROUP_LINES and say how many earlier ones are left out."""
+    changes = [event(STATUS, old_value=str(i), new_value=str(i + 1)) for i in range(40)]
+    plain = accepted(render_events(changes, lang="en", tz=MOSCOW, web_url=WEB))
+    assert f"…and {40 - render.GROUP_LINES} earlier changes" in plain and plain.count("Status:") == render.GROUP_LINES
+    assert "Status: 39 → 40" in plain
+
+
+ALL_KINDS = [STATUS, DEADLINE, OVERDUE, REMINDER, "custom"]
+
+
+@st.composite
+def hostile_events(draw, kinds=ALL_KINDS):
+    kind = draw(st.sampled_from(kinds))
+    values = st.none() | TEXT
+    return event(kind, task_title=draw(TEXT), old_value=draw(values), new_value=draw(values),
+                 actor_name=draw(values), project_title=draw(values),
+                 importance=draw(st.sampled_from(["HIGH", "AVERAGE", "LOW"])),
+                 task_general=draw(st.integers(min_value=0, max_value=10**12)))
+
+
+@FAST
+@given(lang=st.sampled_from(["ru", "en"]), group=st.lists(hostile_events(), min_size=1, max_size=20),
+       digest=st.lists(hostile_events(), max_size=60), as_digest=st.booleans())
+def test_any_message_of_any_kind_is_accepted_and_fits(lang, group, digest, as_digest):
+    """Property: for any titles, values, names and any kind — one change, coalesced changes, reminders or a
+    digest — the strict fake accepts the message and it is at most 4096 UTF-16 units."""
+    if as_digest:
+        message = render_event(digest_of(digest), lang=lang, tz=MOSCOW, web_url=WEB)
+    else:
+        message = render_events(group, lang=lang, tz=MOSCOW, web_url=WEB)
+    plain = accepted(message)
+    assert utf16_len(plain) <= MESSAGE_LIMIT

@@ -5,9 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
-from bot.config import Route, UserLink
+import pytest
+
+from bot.config import ConfigError, Route, UserLink, parse_settings
 from bot.events import Event
-from bot.notify.routing import deliveries, quiet_until, recipients
+from bot.notify.routing import deliveries, quiet_until, recipients, route_of_chat, send_time_deferral
 
 MSK = ZoneInfo("Europe/Moscow")
 NOW = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)  # 12:00 in Moscow
@@ -61,3 +63,87 @@ def test_quiet_hours_defer_never_drop():
     rows = deliveries(event(), datetime(2026, 11, 23, 20, 30, tzinfo=UTC),
                       routes=[Route(chat_id=-1, quiet_hours="22:00-08:00")], users=[], zone=MSK)
     assert len(rows) == 1 and rows[0].not_before == datetime(2026, 11, 24, 8, 0, tzinfo=MSK)
+
+
+# ── issue 5: per-route zone, urgent bypass, send-time deferral, config keys ──────────────────────────────────
+
+TOKYO = ZoneInfo("Asia/Tokyo")
+
+
+def test_quiet_hours_are_read_in_the_routes_own_time_zone():
+    """A route with timezone = "Asia/Tokyo" is quiet 22:00-08:00 Tokyo time, whatever the display zone says."""
+    route = Route(chat_id=-1, quiet_hours="22:00-08:00", timezone="Asia/Tokyo")
+    at_18_tokyo = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
+    at_23_tokyo = datetime(2026, 11, 23, 14, 0, tzinfo=UTC)  # 17:00 in Moscow: not quiet there
+    assert deliveries(event(), at_18_tokyo, routes=[route], users=[], zone=MSK)[0].not_before is None
+    [row] = deliveries(event(), at_23_tokyo, routes=[route], users=[], zone=MSK)
+    assert row.not_before == datetime(2026, 11, 24, 8, 0, tzinfo=TOKYO)
+
+
+def test_a_same_day_window_and_its_edges():
+    """"13:00-14:00" covers 13:00 up to (not including) 14:00."""
+    assert quiet_until(datetime(2026, 11, 23, 10, 0, tzinfo=UTC), "13:00-14:00", MSK) == datetime(
+        2026, 11, 23, 14, 0, tzinfo=MSK)
+    assert quiet_until(datetime(2026, 11, 23, 11, 0, tzinfo=UTC), "13:00-14:00", MSK) is None
+    assert quiet_until(datetime(2026, 11, 23, 9, 59, tzinfo=UTC), "13:00-14:00", MSK) is None
+
+
+def test_urgent_tasks_bypass_quiet_hours_only_where_the_route_allows():
+    """importance HIGH goes out at once on a route with urgent_bypasses_quiet_hours; elsewhere it waits too."""
+    late = datetime(2026, 11, 23, 20, 30, tzinfo=UTC)  # 23:30 MSK
+    bypass = Route(chat_id=-1, quiet_hours="22:00-08:00", urgent_bypasses_quiet_hours=True)
+    strict = Route(chat_id=-2, quiet_hours="22:00-08:00")
+    urgent = Event(kind="status", key="u", task_id=1, task_general=1, task_title="T", occurred_at=late,
+                   importance="HIGH")
+    rows = {r.chat_id: r.not_before for r in deliveries(urgent, late, routes=[bypass, strict], users=[], zone=MSK)}
+    assert rows == {-1: None, -2: datetime(2026, 11, 24, 8, 0, tzinfo=MSK)}
+    normal = deliveries(event(), late, routes=[bypass], users=[], zone=MSK)
+    assert normal[0].not_before == datetime(2026, 11, 24, 8, 0, tzinfo=MSK)
+
+
+def test_personal_notices_have_no_quiet_hours():
+    """A linked user's private notice is not deferred by some route's quiet hours."""
+    late = datetime(2026, 11, 23, 20, 30, tzinfo=UTC)
+    rows = deliveries(event(), late, routes=[Route(chat_id=-1, quiet_hours="22:00-08:00")],
+                      users=[UserLink(telegram_id=100, planfix_id=10)], zone=MSK)
+    assert {r.chat_id: r.not_before for r in rows}[100] is None
+
+
+def test_send_time_deferral_follows_migrated_groups():
+    """The sender's quiet-hours check finds the route of a group by its new id after a migration."""
+    route = Route(chat_id=-5, quiet_hours="22:00-08:00")
+    defer = send_time_deferral([route], lambda: MSK, lambda: {-5: -1005})
+    late = datetime(2026, 11, 23, 20, 30, tzinfo=UTC)
+    assert defer(-1005, event(), late) == datetime(2026, 11, 24, 8, 0, tzinfo=MSK)
+    assert defer(-5, event(), late) == datetime(2026, 11, 24, 8, 0, tzinfo=MSK)
+    assert defer(100, event(), late) is None
+    assert defer(-1005, event(), NOW) is None
+    assert route_of_chat(-1005, [route], {-5: -1005}) is route
+
+
+@pytest.mark.parametrize(("raw", "key"), [
+    ({"routes": [{"chat_id": 1, "timezone": "Mars/Olympus"}]}, "routes[1].timezone"),
+    ({"routes": [{"chat_id": 1, "silent": "loud"}]}, "routes[1].silent"),
+    ({"routes": [{"chat_id": 1, "urgent_bypasses_quiet_hours": 3}]}, "routes[1].urgent_bypasses_quiet_hours"),
+    ({"delivery": {"coalesce_seconds": -1}}, "delivery.coalesce_seconds"),
+    ({"delivery": {"send_timeout_seconds": 0}}, "delivery.send_timeout_seconds"),
+    ({"delivery": {"long_wait_alert_seconds": 0}}, "delivery.long_wait_alert_seconds"),
+    ({"delivery": {"max_in_flight": 0}}, "delivery.max_in_flight"),
+    ({"delivery": {"coalesce": 5}}, "delivery.coalesce"),
+])
+def test_delivery_config_errors_name_the_key(raw, key):
+    """Every key issue 5 adds is validated, and a bad value is reported under its own name."""
+    base = {"planfix": {"account": "a", "api_key": "k", "token": "t"}, "telegram": {"token": "1:abc"}}
+    with pytest.raises(ConfigError) as info:
+        parse_settings(base | raw, environ={})
+    assert info.value.key == key
+
+
+def test_delivery_defaults():
+    """Defaults: 10 s coalescing window, 30 s send timeout, admins told of 429 waits of 5 min or more."""
+    settings = parse_settings({"planfix": {"account": "a", "api_key": "k", "token": "t"},
+                               "telegram": {"token": "1:abc"}, "routes": [{"chat_id": 1}]}, environ={})
+    assert settings.delivery.coalesce_seconds == 10 and settings.delivery.send_timeout_seconds == 30
+    assert settings.delivery.long_wait_alert_seconds == 300 and settings.delivery.max_in_flight == 16
+    route = settings.routes[0]
+    assert (route.timezone, route.urgent_bypasses_quiet_hours, route.silent) == (None, False, False)

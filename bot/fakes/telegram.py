@@ -158,6 +158,7 @@ class FakeTelegram:
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self.on_message: Callable[[SentMessage], None] | None = None
         self.rate_limit_hits = 0
+        self.in_flight = 0  # sending requests received and not yet answered (a hang keeps them here)
         self.commands: dict[str, list[dict[str, Any]]] = {}  # json(scope)+language -> setMyCommands list
         self.chats: dict[int, dict[str, Any]] = {}  # what user_sends() taught the fake about chats
         self._messages: dict[tuple[int, int], dict[str, Any]] = {}  # current Message objects
@@ -327,6 +328,10 @@ class FakeTelegram:
     def unblock(self, chat_id: int) -> None:
         self._blocked.pop(chat_id, None)
 
+    def clear_faults(self) -> None:
+        """Forget every injected error and fault not yet consumed (blocks and migrations stay)."""
+        self._rules.clear()
+
     def inject_fault(self, kind: str, *, times: int = 1, seconds: float = 0, method: str | None = None,
                      chat_id: int | None = None) -> None:
         """Transport faults for the next matching requests (method None = any sending method, "*" = any):
@@ -350,6 +355,8 @@ class FakeTelegram:
         if handler is None:
             return ApiError(404, "Not Found").response()
         rule = self._take_rule(name, params)
+        sending = name in SENDING_METHODS
+        self.in_flight += sending
         try:
             if rule and rule.fault:
                 early = await self._fault_before(rule, request)
@@ -361,6 +368,8 @@ class FakeTelegram:
             result = await handler(params)
         except ApiError as error:
             return error.response()
+        finally:
+            self.in_flight -= sending
         if rule and rule.fault == "lost_reply":
             return _drop(request)
         return web.json_response({"ok": True, "result": result})

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
 
-from bot.events import DEADLINE, OVERDUE, STATUS, Event
+from bot.events import DEADLINE, DIGEST, OVERDUE, REMINDER, STATUS, Event
 from bot.notify.planfix_html import planfix_html_to_telegram, truncate, utf16_len
 from bot.planfix.models import Deadline, PersonRef, Task
 
@@ -18,6 +18,7 @@ __all__ = [
     "format_deadline",
     "planfix_html_to_telegram",
     "render_event",
+    "render_events",
     "render_task_card",
     "task_url",
     "truncate",
@@ -29,6 +30,9 @@ TITLE_LIMIT = 300
 NAME_LIMIT = 100  # people, groups, statuses, projects
 DESCRIPTION_LIMIT = 500
 ASSIGNEES_LIMIT = 1000  # a task with hundreds of assignees must not crowd out the rest of the card
+GROUP_LINES = 12  # a coalesced message shows at most this many changes (the latest ones)
+DIGEST_TITLE_LIMIT = 80
+DIGEST_BUDGET = 3800  # visible units for a digest's item lines; the rest of 4096 is header and "and N more"
 
 TEXTS: dict[str, dict[str, str]] = {
     "ru": {
@@ -49,6 +53,12 @@ TEXTS: dict[str, dict[str, str]] = {
         "more": "и ещё {n}",
         "untitled": "(без названия)",
         "too_long": "Сообщение не поместилось в Telegram — подробности в задаче:",
+        "reminder": "Срок через {lead}: {deadline}",
+        "reminder_soon": "Скоро срок: {deadline}",
+        "earlier": "…и ещё {n} {changes} раньше",
+        "digest": "Пока бот не работал: {n} {changes}",
+        "changes": "изменение|изменения|изменений",
+        "units": "m=минуту|минуты|минут;h=час|часа|часов;d=день|дня|дней;w=неделю|недели|недель",
     },
     "en": {
         "status": "Status",
@@ -68,11 +78,18 @@ TEXTS: dict[str, dict[str, str]] = {
         "more": "and {n} more",
         "untitled": "(untitled)",
         "too_long": "The message didn't fit into Telegram — see the task:",
+        "reminder": "Deadline in {lead}: {deadline}",
+        "reminder_soon": "Deadline soon: {deadline}",
+        "earlier": "…and {n} earlier {changes}",
+        "digest": "While the bot was away: {n} {changes}",
+        "changes": "change|changes|changes",
+        "units": "m=minute|minutes|minutes;h=hour|hours|hours;d=day|days|days;w=week|weeks|weeks",
     },
 }
-ICONS = {STATUS: "🔄", DEADLINE: "📅", OVERDUE: "⏰", "card": "📋", "other": "🔔"}
+ICONS = {STATUS: "🔄", DEADLINE: "📅", OVERDUE: "⏰", REMINDER: "⏳", DIGEST: "🗂", "card": "📋", "other": "🔔"}
 
 _DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_LEAD_PART = re.compile(r"(\d{1,6})\s*([mhdw])", re.IGNORECASE)
 _TAG = re.compile(r"<[^>]*>")
 
 
@@ -86,9 +103,11 @@ def task_url(web_url: str, general: int) -> str:
 
 
 def render_event(event: Event, *, lang: str, tz: ZoneInfo, web_url: str) -> str:
-    """One notification about one change of one task, as Telegram HTML."""
+    """One notification about one change of one task (or a digest of many), as Telegram HTML."""
     lang = _lang(lang)
     texts = TEXTS[lang]
+    if event.kind == DIGEST:
+        return _render_digest(event, lang, tz, web_url)
     icon = ICONS.get(event.kind, ICONS["other"])
     lines = [_header(icon, event.task_general, event.task_title, web_url, texts)]
     if event.project_title:
@@ -99,6 +118,38 @@ def render_event(event: Event, *, lang: str, tz: ZoneInfo, web_url: str) -> str:
     if event.actor_name:
         lines.append(f"{texts['changed_by']}: {_field(event.actor_name, NAME_LIMIT)}")
     return _fit("\n".join(lines), icon, event.task_general, web_url, texts)
+
+
+def render_events(events: Sequence[Event], *, lang: str, tz: ZoneInfo, web_url: str) -> str:
+    """One message for several changes of one task that were coalesced: the task as it is now, then each change
+    in order (the latest GROUP_LINES of them), with who made it when more than one person did."""
+    if len(events) == 1:
+        return render_event(events[0], lang=lang, tz=tz, web_url=web_url)
+    if not events:
+        raise ValueError("render_events needs at least one event")
+    lang = _lang(lang)
+    texts = TEXTS[lang]
+    last = events[-1]
+    kinds = {e.kind for e in events}
+    icon = ICONS.get(last.kind, ICONS["other"]) if len(kinds) == 1 else ICONS["other"]
+    lines = [_header(icon, last.task_general, last.task_title, web_url, texts)]
+    if last.project_title:
+        lines.append(f"{texts['project']}: {_field(last.project_title, NAME_LIMIT)}")
+    if last.importance == "HIGH":
+        lines.append(f"❗ {texts['importance']}: {texts['importance_HIGH']}")
+    actors = list(dict.fromkeys(" ".join(e.actor_name.split()) for e in events if e.actor_name))
+    shown = events[-GROUP_LINES:]
+    if len(events) > len(shown):
+        hidden = len(events) - len(shown)
+        lines.append(escape(texts["earlier"].format(n=hidden, changes=_plural(hidden, texts["changes"], lang))))
+    for item in shown:
+        line = _change_line(item, lang, tz)
+        if len(actors) > 1 and item.actor_name:
+            line += f" — {_field(item.actor_name, NAME_LIMIT)}"
+        lines.append(line)
+    if len(actors) == 1:
+        lines.append(f"{texts['changed_by']}: {_field(actors[0], NAME_LIMIT)}")
+    return _fit("\n".join(lines), icon, last.task_general, web_url, texts)
 
 
 def render_task_card(task: Task, *, status_name: str, lang: str, tz: ZoneInfo, web_url: str) -> str:
@@ -162,6 +213,12 @@ def _header(icon: str, general: int, title: str, web_url: str, texts: dict[str, 
 
 def _change_line(event: Event, lang: str, tz: ZoneInfo) -> str:
     texts = TEXTS[lang]
+    if event.kind == REMINDER:
+        due = _value(format_deadline(event.new_value, lang=lang, tz=tz))
+        lead = _lead(event.old_value, lang)
+        if lead is None:
+            return texts["reminder_soon"].format(deadline=f"<b>{due}</b>")
+        return texts["reminder"].format(lead=_value(lead), deadline=f"<b>{due}</b>")
     if event.kind == OVERDUE:
         due = event.new_value or event.old_value  # the deadline that passed
         if not due:
@@ -218,6 +275,68 @@ def _people(users: Iterable[PersonRef], groups: Iterable[PersonRef], texts: dict
         shown.append(name)
         used += cost
     return ", ".join(escape(name) for name in shown)
+
+
+def _lead(text: str | None, lang: str) -> str | None:
+    """A reminder's lead time ("24h", "1d", "1h30m") in words: "24 hours" / "24 часа"; other text as given."""
+    compact = (text or "").replace(" ", "")
+    parts = _LEAD_PART.findall(compact)
+    if not parts or "".join(n + u for n, u in parts).lower() != compact.lower():
+        return (text or "").strip() or None
+    units = dict(item.split("=") for item in TEXTS[lang]["units"].split(";"))
+    return " ".join(f"{int(n)} {_plural(int(n), units[u.lower()], lang)}" for n, u in parts)
+
+
+def _plural(n: int, forms: str, lang: str) -> str:
+    """The word form for n: "one|few|many" (Russian rules; English uses one|many)."""
+    one, few, many = forms.split("|")
+    if lang == "ru":
+        if n % 10 == 1 and n % 100 != 11:
+            return one
+        if 2 <= n % 10 <= 4 and not 12 <= n % 100 <= 14:
+            return few
+        return many
+    return one if n == 1 else many
+
+
+def _render_digest(event: Event, lang: str, tz: ZoneInfo, web_url: str) -> str:
+    """Many changes folded into one message (a catch-up after downtime): one line per change, newest last,
+    cut at a line boundary with "and N more" so that it always fits."""
+    texts = TEXTS[lang]
+    items: list[Event] = []
+    for data in event.items:
+        try:
+            items.append(Event.from_json(dict(data)))
+        except (TypeError, ValueError, KeyError):
+            continue  # one unreadable item must not cost the whole digest
+    total = max(len(event.items), len(items))
+    header = f"{ICONS[DIGEST]} <b>{escape(texts['digest'].format(n=total, changes=_plural(total, texts['changes'], lang)))}</b>"
+    lines = [header]
+    used = 0
+    for index, item in enumerate(items):
+        url = escape(task_url(web_url, item.task_general))
+        title = escape(truncate(" ".join(item.task_title.split()), DIGEST_TITLE_LIMIT)) or escape(texts["untitled"])
+        when = escape(_when(item.occurred_at, tz))
+        line = f'• {when} <a href="{url}">#{escape(item.task_general)}</a> {title}: {_change_line(item, lang, tz)}'
+        if item.actor_name:
+            line += f" — {_field(item.actor_name, NAME_LIMIT)}"
+        cost = _visible_len(line) + 1
+        if used + cost > DIGEST_BUDGET:
+            rest = total - index
+            lines.append(escape(texts["more"].format(n=rest)))
+            break
+        lines.append(line)
+        used += cost
+    else:
+        if total > len(items):  # unreadable items are counted, not hidden
+            lines.append(escape(texts["more"].format(n=total - len(items))))
+    return _fit("\n".join(lines), ICONS[DIGEST], event.task_general, web_url, texts)
+
+
+def _when(moment: datetime, tz: ZoneInfo) -> str:
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(tz).strftime("%d.%m %H:%M")
 
 
 def _fit(message: str, icon: str, general: int, web_url: str, texts: dict[str, str]) -> str:

@@ -1,8 +1,12 @@
-"""Who gets which event: configured route chats and linked users taking part in the task, never the actor."""
+"""Who gets which event: configured route chats and linked users taking part in the task, never the actor.
+
+Quiet hours are a property of a route: inside the window a route's messages are deferred to its end (never
+dropped), read in the route's own time zone; HIGH-importance tasks may bypass the window when the route says so.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
@@ -11,12 +15,18 @@ from bot.config import Route, UserLink
 from bot.events import Event
 from state.records import DeliveryRow
 
+URGENT = "HIGH"
+
 
 @dataclass(frozen=True)
 class Recipient:
     chat_id: int
     reason: str  # "route" or "participant": why this chat gets the event
-    quiet_hours: str | None = None
+    route: Route | None = None  # the route that made it a recipient (its quiet hours, zone, silence)
+
+    @property
+    def quiet_hours(self) -> str | None:
+        return self.route.quiet_hours if self.route else None
 
 
 def recipients(event: Event, routes: Sequence[Route], users: Sequence[UserLink]) -> list[Recipient]:
@@ -27,7 +37,7 @@ def recipients(event: Event, routes: Sequence[Route], users: Sequence[UserLink])
             continue
         if route.projects and event.project_id not in route.projects:
             continue
-        found.setdefault(route.chat_id, Recipient(route.chat_id, "route", route.quiet_hours))
+        found.setdefault(route.chat_id, Recipient(route.chat_id, "route", route))
     for user in users:
         # Nobody is told about their own change.
         if user.planfix_id == event.actor_id or user.planfix_id not in event.participants:
@@ -55,6 +65,15 @@ def quiet_until(now: datetime, window: str, zone: ZoneInfo) -> datetime | None:
     return None
 
 
+def route_quiet_until(route: Route | None, event: Event, now: datetime, zone: ZoneInfo) -> datetime | None:
+    """When a route's quiet hours let this event out (None = now); `zone` is the display zone."""
+    if route is None or not route.quiet_hours:
+        return None
+    if route.urgent_bypasses_quiet_hours and event.importance == URGENT:
+        return None
+    return quiet_until(now, route.quiet_hours, ZoneInfo(route.timezone) if route.timezone else zone)
+
+
 def deliveries(
     event: Event,
     now: datetime,
@@ -69,6 +88,27 @@ def deliveries(
     rows: dict[int, DeliveryRow] = {}
     for rcpt in recipients(event, routes, users):
         chat_id = migrated.get(rcpt.chat_id, rcpt.chat_id)
-        not_before = quiet_until(now, rcpt.quiet_hours, zone) if rcpt.quiet_hours else None
-        rows.setdefault(chat_id, DeliveryRow(event.key, chat_id, not_before))
+        rows.setdefault(chat_id, DeliveryRow(event.key, chat_id, route_quiet_until(rcpt.route, event, now, zone)))
     return list(rows.values())
+
+
+def route_of_chat(chat_id: int, routes: Sequence[Route], migrated: Mapping[int, int]) -> Route | None:
+    """The route that addresses this chat, also when the chat is the new id of a migrated group."""
+    for route in routes:
+        if chat_id in (route.chat_id, migrated.get(route.chat_id)):
+            return route
+    return None
+
+
+def send_time_deferral(
+    routes: Sequence[Route], zone: Callable[[], ZoneInfo], migrated: Callable[[], Mapping[int, int]]
+) -> Callable[[int, Event, datetime], datetime | None]:
+    """For the sender: a row that became due late (a retry, a restart) must not slip into quiet hours either."""
+    quiet = [r for r in routes if r.quiet_hours]
+
+    def defer(chat_id: int, event: Event, now: datetime) -> datetime | None:
+        if not quiet:
+            return None
+        return route_quiet_until(route_of_chat(chat_id, quiet, migrated()), event, now, zone())
+
+    return defer

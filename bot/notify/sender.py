@@ -1,23 +1,49 @@
-"""The sender: drains the outbox through Telegram, rate-limited, and classifies every failure."""
+"""The sender: drains the outbox through Telegram, rate-limited, one ordered lane per chat, every failure classified.
+
+How it works
+* One worker per chat that has rows due, each sending that chat's rows in the order they were queued; different
+  chats go out concurrently (at most `max_in_flight` requests at once), so a slow, limited or failing chat never
+  holds up the others.
+* Token buckets (aiolimiter): 25 messages/s overall, 1/s per private chat, 20/min per group. A burst waits in the
+  buckets; nothing is rejected.
+* Every Telegram answer is classified (TELEGRAM.md §2): 429 pauses the chat (or everything, when several chats get
+  it at once) for `retry_after` plus jitter without counting an attempt; 403 and "chat not found"/"no rights" mark
+  the chat inactive (admins told once; /start in the chat re-enables it); a migrated group is followed to its new
+  id; an HTML Telegram refuses goes out as plain text, a too-long text is cut; network errors, timeouts and 5xx are
+  retried with exponential back-off.
+* Nothing is lost: a row ends delivered, or waits with its reason in `last_error`, or is given up with a reason
+  (and the admins are told). The outbox row is marked delivered only after Telegram said ok, so a crash or a
+  timeout can repeat the one message that was in flight — at-least-once: a timed-out send may have arrived,
+  and resending it (a possible duplicate) is preferred to losing it.
+* Coalescing (DESIGN rule 6, "quiet, but never late"): the first change of a task goes out at once; further changes
+  of the same task for the same chat queued within `coalesce_window` of it edit that message in place
+  (editMessageText, "message is not modified" counts as success) or, if still queued, join it.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import heapq
 import html
+import itertools
 import random
 import re
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import structlog
 from aiogram import Bot
 from aiogram.exceptions import (
+    ClientDecodeError,
     TelegramAPIError,
     TelegramBadRequest,
     TelegramForbiddenError,
     TelegramMigrateToChat,
     TelegramNetworkError,
+    TelegramNotFound,
     TelegramRetryAfter,
     TelegramServerError,
     TelegramUnauthorizedError,
@@ -25,30 +51,47 @@ from aiogram.exceptions import (
 from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup, LinkPreviewOptions
 from aiolimiter import AsyncLimiter
 
-from bot.events import Event
+from bot.events import DIGEST, Event
+from bot.notify.planfix_html import truncate, utf16_len
 from state.records import OutboxItem
 from state.store import Store
 
 log = structlog.get_logger(__name__)
 
-# Telegram's published guidance: ~30 messages/s overall, ~1/s per chat, 20/min per group. Stay under it.
-GLOBAL_PER_SECOND = 25
-GROUP_PER_MINUTE = 20
+MESSAGE_LIMIT = 4096
 MAX_BACKOFF = timedelta(minutes=10)
-MAX_ATTEMPTS = 20  # for errors that are neither clearly transient nor clearly permanent
-LONG_WAIT_SECONDS = 300
+MAX_ATTEMPTS = 5  # for failures that are neither clearly transient nor clearly permanent
+STUCK_NOTICE_ATTEMPTS = 8  # transient failures in a row (≈ 4 min of back-off) before the admins hear of it
+GLOBAL_429_CHATS = 3  # 429s for this many different chats within GLOBAL_429_SPAN seconds pause everything
+GLOBAL_429_SPAN = 2.0
+CUT_UNITS = 2000  # a text Telegram calls too long even after our own measuring is cut to this
+NOTICE_BATCH_SECONDS = 0.5  # admin notices raised within this time go out as one message
+REASON_LIMIT = 300
 
 # 400 descriptions that mean "this chat will not take messages from us" (TELEGRAM.md §2).
 _DEAD_CHAT = re.compile(
     r"chat not found|have no rights|not enough rights|chat_write_forbidden|bot was kicked|"
-    r"bot is not a member|user is deactivated|peer_id_invalid|group chat was deactivated",
+    r"bot is not a member|user is deactivated|peer_id_invalid|group chat was deactivated|"
+    r"bot can't initiate|bot was blocked",
     re.IGNORECASE,
 )
+# 400 descriptions about our text: the same content must still arrive, as plain text or cut.
+_TEXT_PROBLEM = re.compile(
+    r"can't parse entities|message is too long|message_too_long|text is empty|text must be non-empty|"
+    r"entities_too_long|can't find end",
+    re.IGNORECASE,
+)
+# 400 descriptions for an edit whose message can no longer be edited: send a new message instead.
+_EDIT_GONE = re.compile(
+    r"message to edit not found|message can't be edited|message_id_invalid|message identifier is not specified",
+    re.IGNORECASE,
+)
+_TRANSIENT = (TelegramNetworkError, TelegramServerError, ClientDecodeError, TimeoutError, OSError)
 
 
 @dataclass(frozen=True)
 class Rendered:
-    """A message ready to send: HTML text, a short fallback, and the task link for the button."""
+    """A message ready to send: HTML text, a short fallback, and the link for the "Open in Planfix" button."""
 
     html: str
     fallback_html: str
@@ -56,89 +99,218 @@ class Rendered:
     silent: bool = False
 
 
+@dataclass(frozen=True)
+class Limits:
+    """Telegram's published guidance (bots FAQ): ~30 messages/s overall, ~1/s per chat, 20/min per group."""
+
+    global_per_second: float = 25
+    private_per_second: float = 1
+    group_per_minute: float = 20
+
+
 def plain_text(html_text: str) -> str:
     """The same content without markup, for when Telegram refuses to parse our HTML."""
     return html.unescape(re.sub(r"<[^>]*>", "", html_text))
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class PriorityTurnstile:
+    """Lets waiters through one at a time, the most urgent first. aiolimiter serves waiters first come, first
+    served; put in front of the global bucket, this makes the lane with the longest backlog (by its own rate) get
+    the next global token, so that no chat's backlog is left to the end (critical path first)."""
+
+    def __init__(self) -> None:
+        self._waiting: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._busy = False
+        self._order = itertools.count()
+
+    @contextlib.asynccontextmanager
+    async def turn(self, urgency: float) -> AsyncIterator[None]:
+        if self._busy:
+            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            heapq.heappush(self._waiting, (-urgency, next(self._order), future))
+            try:
+                await future
+            except asyncio.CancelledError:
+                if future.done() and not future.cancelled():
+                    self._hand_over()  # the turn was given to us as we were cancelled: pass it on
+                raise
+        else:
+            self._busy = True
+        try:
+            yield
+        finally:
+            self._hand_over()
+
+    def _hand_over(self) -> None:
+        while self._waiting:
+            _, _, future = heapq.heappop(self._waiting)
+            if not future.done():
+                future.set_result(None)  # still busy: the turn goes straight to the next waiter
+                return
+        self._busy = False
+
+
+@dataclass
+class _Plan:
+    """What one Telegram request delivers: these rows, showing these events, as a new message or an edit."""
+
+    rows: list[OutboxItem]
+    events: list[Event]
+    head_id: int  # the outbox row whose message this is (rows folded in point at it)
+    edit_id: int | None = None  # Telegram message id to edit in place, or None for a new message
+
+
+_EDIT_GONE_MARK = object()
 
 
 @dataclass
 class Sender:
     bot: Bot
     store: Store
-    render: Callable[[Event, int], Rendered]
+    render: Callable[[Sequence[Event], int], Rendered]
     admin_ids: Sequence[int] = ()
-    clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    clock: Callable[[], datetime] = utc_now
     open_button_text: Callable[[int], str] = lambda chat_id: "Open in Planfix"
-    batch_size: int = 50
+    coalesce_window: timedelta = timedelta(seconds=10)
+    send_timeout: float = 30.0
+    long_wait_alert: float = 300.0
+    max_in_flight: int = 16
+    defer: Callable[[int, Event, datetime], datetime | None] | None = None  # quiet hours at send time
+    limits: Limits = field(default_factory=Limits)
     idle_wait: float = 5.0
-    sent: int = 0
-    failed: int = 0
+    sent: int = 0  # messages sent (new ones)
+    edited: int = 0  # messages updated in place by coalescing
+    failed: int = 0  # rows given up
+    retried: int = 0  # transient failures that were rescheduled
+    rate_limited: int = 0  # 429 answers
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _stopping: bool = False
-    _global: AsyncLimiter = field(default_factory=lambda: AsyncLimiter(GLOBAL_PER_SECOND, 1))
+    _workers: dict[int, asyncio.Task[None]] = field(default_factory=dict)
+    _paused: dict[int, datetime] = field(default_factory=dict)
+    _global_pause: datetime | None = None
+    _recent_429: list[tuple[float, int]] = field(default_factory=list)
+    _told: set[tuple[str, int]] = field(default_factory=set)  # (kind of notice, chat) the admins already heard
+    _global: AsyncLimiter | None = None
     _per_chat: dict[int, AsyncLimiter] = field(default_factory=dict)
+    _per_group: dict[int, AsyncLimiter] = field(default_factory=dict)
+    _turnstile: PriorityTurnstile = field(default_factory=PriorityTurnstile)
+    _backlog: dict[int, int] = field(default_factory=dict)  # due rows per chat, for the turnstile's order
+    _in_flight: asyncio.Semaphore | None = None
+    _notice_lines: list[str] = field(default_factory=list)  # admin notices waiting to be sent together
+    _notice_task: asyncio.Task[None] | None = None
+
+    # ── lifecycle ────────────────────────────────────────────────────────────────────────────────────────────
 
     def wake(self, *_: object) -> None:
         self._wake.set()
 
     def stop(self) -> None:
+        """Stop taking new rows; a send in flight finishes and is recorded."""
         self._stopping = True
         self._wake.set()
 
     async def run(self) -> None:
-        """Send until stopped. A stop lets the in-flight send finish; nothing pending is lost."""
+        """Send until stopped. Nothing pending is lost: unsent rows stay in the outbox for the next start."""
         log.info("sender.started")
-        while not self._stopping:
-            try:
-                progressed = await self.drain_once()
-            except Exception:
-                log.exception("sender.loop_error")
-                progressed = False
-            if progressed or self._stopping:
+        try:
+            while not self._stopping:
+                self._wake.clear()
+                try:
+                    self.dispatch()
+                except Exception:
+                    log.exception("sender.dispatch_error")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=self._idle_timeout())
+            if self._workers:
+                await asyncio.wait(list(self._workers.values()))
+        finally:
+            for task in [*self._workers.values(), *([self._notice_task] if self._notice_task else [])]:
+                task.cancel()
+            log.info("sender.stopped", sent=self.sent, edited=self.edited, failed=self.failed,
+                     retried=self.retried, rate_limited=self.rate_limited)
+
+    async def drain(self) -> None:
+        """Send everything that is due now and return (tests, benchmarks): the loop of `run` without the idling."""
+        while True:
+            self.dispatch()
+            if not self._workers:
+                return
+            await asyncio.wait(list(self._workers.values()))
+
+    def dispatch(self) -> None:
+        """Start a worker for every chat with due rows that has none running and is not paused."""
+        now = self.clock()
+        if self._global_pause and self._global_pause > now:
+            return
+        for chat_id in self.store.due_chats(now):
+            if chat_id in self._workers or self._paused_until(chat_id, now):
                 continue
-            self._wake.clear()
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout=self._idle_timeout())
-            except TimeoutError:
-                pass
-        log.info("sender.stopped", sent=self.sent, failed=self.failed)
+            worker = asyncio.create_task(self._chat_worker(chat_id), name=f"send:{chat_id}")
+            self._workers[chat_id] = worker
+            worker.add_done_callback(lambda task, chat=chat_id: self._worker_done(chat, task))
+
+    def _worker_done(self, chat_id: int, task: asyncio.Task[None]) -> None:
+        self._workers.pop(chat_id, None)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("sender.worker_crashed", chat=chat_id, error=repr(task.exception()))
+            self._pause(chat_id, self.clock() + timedelta(seconds=5))  # no hot loop on a broken row
+        self._wake.set()
 
     def _idle_timeout(self) -> float:
-        nxt = self.store.next_outbox_time()
-        if nxt is None:
-            return self.idle_wait
-        return min(self.idle_wait, max(0.05, (nxt - self.clock()).total_seconds()))
+        now = self.clock()
+        waits = [self.idle_wait]
+        nxt = self.store.next_outbox_time_after(now)
+        if nxt is not None:
+            waits.append((nxt - now).total_seconds())
+        pauses = [*self._paused.values(), *([self._global_pause] if self._global_pause else [])]
+        waits += [(until - now).total_seconds() for until in pauses if until > now]
+        return max(0.01, min(waits))
 
-    def _chat_limiter(self, chat_id: int) -> AsyncLimiter:
-        if chat_id not in self._per_chat:
-            # Negative ids are groups and channels: 20 per minute. Private chats: one per second.
-            self._per_chat[chat_id] = AsyncLimiter(GROUP_PER_MINUTE, 60) if chat_id < 0 else AsyncLimiter(1, 1)
-        return self._per_chat[chat_id]
+    def _paused_until(self, chat_id: int, now: datetime) -> datetime | None:
+        until = self._paused.get(chat_id)
+        if until is not None and until <= now:
+            del self._paused[chat_id]
+            return None
+        return until
 
-    async def drain_once(self) -> bool:
-        """Try every due row once; returns whether anything was delivered or settled."""
-        rows = self.store.due_outbox(self.clock(), self.batch_size)
-        progressed = False
-        held: set[int] = set()  # chats that must wait: later rows keep their order behind the first
-        for row in rows:
-            if self._stopping:
-                break
-            if row.chat_id in held:
-                continue
-            limiter = self._chat_limiter(row.chat_id)
-            if not limiter.has_capacity():
-                held.add(row.chat_id)
-                continue
-            async with self._global:
-                await limiter.acquire()
-                settled = await self.deliver(row)
-            progressed |= settled
-            if not settled:
-                held.add(row.chat_id)
-        return progressed
+    def _pause(self, chat_id: int, until: datetime) -> None:
+        self._paused[chat_id] = max(until, self._paused.get(chat_id, until))
+
+    # ── one chat's lane ──────────────────────────────────────────────────────────────────────────────────────
+
+    async def _chat_worker(self, chat_id: int) -> None:
+        """Send this chat's due rows oldest first; stop at the first one that has to wait (order is kept)."""
+        while not self._stopping:
+            now = self.clock()
+            if self._paused_until(chat_id, now) or (self._global_pause and self._global_pause > now):
+                return
+            row = self.store.next_due_row(chat_id, now)
+            if row is None:
+                self._backlog.pop(chat_id, None)
+                return
+            self._backlog[chat_id] = self.store.due_count(chat_id, now)
+            if not await self.deliver_safely(row):
+                return
+
+    async def deliver_safely(self, row: OutboxItem) -> bool:
+        """`deliver`, but a bug or a broken row only costs that row an attempt — never the queue."""
+        try:
+            return await self.deliver(row)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("sender.deliver_crashed", chat=row.chat_id, event_key=row.event_key)
+            reason = f"internal error: {type(exc).__name__}: {exc}"
+            if row.attempts + 1 >= MAX_ATTEMPTS:
+                return await self._give_up(row, reason)
+            return await self._backoff(row, reason)
 
     async def deliver(self, row: OutboxItem) -> bool:
-        """Send one outbox row; returns True when the row is settled (delivered or given up)."""
+        """Send one outbox row (with any rows folded into it); True when the chat may go on to its next row."""
         now = self.clock()
         chat = self.store.chat(row.chat_id)
         if chat is not None and not chat.active:
@@ -146,111 +318,311 @@ class Sender:
             self.failed += 1
             return True
         event = Event.from_json(row.payload)
-        rendered = self.render(event, row.chat_id)
+        if self.defer is not None:
+            until = self.defer(row.chat_id, event, now)
+            if until is not None:  # a late row must not slip into quiet hours: deferred, never dropped
+                self.store.mark_retry(row.id, not_before=until, reason="quiet hours", count_attempt=False)
+                return True
+        outcome = await self._transmit(row, self._plan(row, event, now, allow_edit=True))
+        if outcome is _EDIT_GONE_MARK:  # the message to update was deleted or is too old: a new message instead
+            outcome = await self._transmit(row, self._plan(row, event, now, allow_edit=False))
+        return bool(outcome)
+
+    def _plan(self, row: OutboxItem, event: Event, now: datetime, *, allow_edit: bool) -> _Plan:
+        window = self.coalesce_window
+        if event.kind == DIGEST or window <= timedelta(0):
+            return _Plan([row], [event], head_id=row.id)
+        queued = row.created_at or now
+        rows, events, head_id, edit_id, anchor = [row], [event], row.id, None, queued
+        last = self.store.last_message_for_task(row.chat_id, event.task_id) if allow_edit else None
+        if last is not None and timedelta(0) <= queued - last[2] <= window:
+            head_id, edit_id, anchor = last[0], last[1], last[2]
+            shown = [Event.from_json(p) for p in self.store.message_payloads(head_id)]
+            events = shown + events
+        for later in self.store.pending_for_task(row.chat_id, event.task_id, now, after_id=row.id):
+            if later.created_at is None or later.created_at - anchor > window:
+                break
+            later_event = Event.from_json(later.payload)
+            if later_event.kind == DIGEST:
+                continue
+            rows.append(later)
+            events.append(later_event)
+        return _Plan(rows, events, head_id=head_id, edit_id=edit_id)
+
+    async def _transmit(self, row: OutboxItem, plan: _Plan) -> bool | object:
+        rendered = self.render(plan.events, row.chat_id)
+        chat_id = row.chat_id
         try:
-            message_id = await self._send(row.chat_id, rendered, rendered.html, parse_html=True)
+            message_id = await self._send_with_fallbacks(chat_id, rendered, plan.edit_id, row)
         except TelegramRetryAfter as exc:
-            return self._retry_after(row, exc.retry_after)
+            return await self._rate_limited(row, exc.retry_after)
         except TelegramMigrateToChat as exc:
-            self.store.migrate_chat(row.chat_id, exc.migrate_to_chat_id, now)
-            log.warning("telegram.chat_migrated", old_chat=row.chat_id, new_chat=exc.migrate_to_chat_id)
+            if exc.migrate_to_chat_id == chat_id:  # nonsense, and following it would settle the row unsent
+                return await self._backoff(row, f"telegram: {exc.message}")
+            self.store.migrate_chat(chat_id, exc.migrate_to_chat_id, self.clock())
+            log.warning("telegram.chat_migrated", old_chat=chat_id, new_chat=exc.migrate_to_chat_id)
+            self._wake.set()  # the new chat id gets its own lane; the row is resent there
             return True
         except TelegramForbiddenError as exc:
-            await self._deactivate(row, exc.message)
+            await self._deactivate(chat_id, exc.message)
             return True
         except TelegramBadRequest as exc:
-            return await self._bad_request(row, rendered, exc)
-        except TelegramUnauthorizedError:
-            # A wrong bot token is a configuration problem; keep everything queued until it is fixed.
-            log.error("telegram.unauthorized", hint="check telegram.token")
-            self.store.mark_retry(row.id, not_before=now + MAX_BACKOFF, reason="telegram: unauthorized")
+            text = exc.message
+            if plan.edit_id is not None and "message is not modified" in text.lower():
+                message_id = plan.edit_id  # the chat already shows exactly this: done
+            elif plan.edit_id is not None and _EDIT_GONE.search(text):
+                log.info("telegram.edit_gone", chat=chat_id, message_id=plan.edit_id, error=text)
+                return _EDIT_GONE_MARK
+            elif _DEAD_CHAT.search(text):
+                await self._deactivate(chat_id, text)
+                return True
+            else:
+                return await self._give_up(row, f"telegram refused: {text}")
+        except (TelegramUnauthorizedError, TelegramNotFound) as exc:
+            # A wrong bot token (401) or API address (404) is a configuration problem, not this message's: keep
+            # everything queued, pause all sending, and try again later.
+            hint = "telegram.token" if isinstance(exc, TelegramUnauthorizedError) else "telegram.api_base"
+            log.error("telegram.misconfigured", error=exc.message, hint=f"check {hint}")
+            until = self.clock() + MAX_BACKOFF
+            self._global_pause = until
+            self.store.mark_retry(row.id, not_before=until, reason=f"telegram: {exc.message} (check {hint})",
+                                  count_attempt=False)
+            await self._tell_once("misconfigured", 0, f"⚠️ Telegram refuses the bot: {_reason(exc.message)} "
+                                                      f"(check {hint}). Messages are kept until it is fixed.")
             return False
-        except (TelegramNetworkError, TelegramServerError, TimeoutError, OSError) as exc:
-            return self._backoff(row, f"transient: {type(exc).__name__}: {exc}")
+        except _TRANSIENT as exc:
+            return await self._backoff(row, f"transient: {type(exc).__name__}: {exc}")
         except TelegramAPIError as exc:
             if row.attempts + 1 >= MAX_ATTEMPTS:
-                return self._give_up(row, f"telegram: {exc.message}")
-            return self._backoff(row, f"telegram: {exc.message}")
-        self.store.mark_delivered(row.id, message_id, self.clock())
-        self.sent += 1
-        log.info("telegram.sent", chat=row.chat_id, event_key=row.event_key, message_id=message_id)
+                return await self._give_up(row, f"telegram: {exc.message}")
+            return await self._backoff(row, f"telegram: {exc.message}")
+        self.store.mark_sent([r.id for r in plan.rows], message_id, self.clock(), group_id=plan.head_id)
+        if plan.edit_id is None:
+            self.sent += 1
+        else:
+            self.edited += 1
+        self._told.discard(("long_wait", chat_id))
+        self._told.discard(("stuck", chat_id))
+        log.info("telegram.sent", chat=chat_id, event_key=row.event_key, message_id=message_id,
+                 rows=len(plan.rows), edit=plan.edit_id is not None)
         return True
 
-    async def _send(self, chat_id: int, rendered: Rendered, text: str, *, parse_html: bool) -> int:
+    # ── requests ─────────────────────────────────────────────────────────────────────────────────────────────
+
+    async def _send_with_fallbacks(self, chat_id: int, rendered: Rendered, edit_id: int | None,
+                                   row: OutboxItem) -> int:
+        """Send (or edit) the HTML; if Telegram refuses the text itself, the same content as plain text, then cut,
+        then the short form with the link. Something always arrives. Raises the error to classify otherwise."""
+        try:
+            return await self._request(chat_id, rendered, rendered.html, parse_html=True, edit_id=edit_id)
+        except TelegramBadRequest as exc:
+            if not _TEXT_PROBLEM.search(exc.message):
+                raise
+            first = exc
+        plain = plain_text(rendered.html).strip()
+        candidates = [
+            (truncate(plain, MESSAGE_LIMIT), False),
+            (truncate(plain, CUT_UNITS), False),
+            (rendered.fallback_html, True),
+            (plain_text(rendered.fallback_html), False),
+        ]
+        for text, as_html in candidates:
+            if not text.strip():
+                continue
+            try:
+                message_id = await self._request(chat_id, rendered, text, parse_html=as_html, edit_id=edit_id)
+            except TelegramBadRequest as again:
+                if not _TEXT_PROBLEM.search(again.message):
+                    raise
+                log.warning("telegram.fallback_refused", chat=chat_id, error=again.message)
+                continue
+            log.warning("telegram.sent_fallback", chat=chat_id, event_key=row.event_key, error=first.message,
+                        html=as_html, units=len(text))
+            return message_id
+        raise first
+
+    async def _request(self, chat_id: int, rendered: Rendered, text: str, *, parse_html: bool,
+                       edit_id: int | None) -> int:
+        await self._pace(chat_id)
         markup = None
-        if rendered.url:
+        if rendered.url:  # the button goes on every message and stays on every edit
             button = InlineKeyboardButton(text=self.open_button_text(chat_id), url=rendered.url)
             markup = InlineKeyboardMarkup(inline_keyboard=[[button]])
-        message = await self.bot.send_message(
-            chat_id,
-            text,
-            parse_mode="HTML" if parse_html else None,
-            link_preview_options=LinkPreviewOptions(is_disabled=True),
-            disable_notification=rendered.silent,
-            reply_markup=markup,
-        )
-        return message.message_id
+        async with self._slots():
+            if edit_id is None:
+                message = await self.bot.send_message(
+                    chat_id,
+                    text,
+                    parse_mode="HTML" if parse_html else None,
+                    link_preview_options=LinkPreviewOptions(is_disabled=True),
+                    disable_notification=rendered.silent,
+                    reply_markup=markup,
+                    request_timeout=int(self.send_timeout) or 1,
+                )
+                return message.message_id
+            await self.bot.edit_message_text(
+                text=text,
+                chat_id=chat_id,
+                message_id=edit_id,
+                parse_mode="HTML" if parse_html else None,
+                link_preview_options=LinkPreviewOptions(is_disabled=True),
+                reply_markup=markup,
+                request_timeout=int(self.send_timeout) or 1,
+            )
+            return edit_id
 
-    async def _bad_request(self, row: OutboxItem, rendered: Rendered, exc: TelegramBadRequest) -> bool:
-        text = exc.message.lower()
-        if "message is not modified" in text:
-            self.store.mark_delivered(row.id, row.message_id, self.clock())
-            return True
-        if _DEAD_CHAT.search(text):
-            await self._deactivate(row, exc.message)
-            return True
-        if "can't parse entities" in text or "message is too long" in text or "text is empty" in text:
-            # Something must always arrive: the same content as plain text, else the short form.
-            for candidate, as_html in ((plain_text(rendered.html), False), (rendered.fallback_html, True)):
-                try:
-                    message_id = await self._send(row.chat_id, rendered, candidate[:4000], parse_html=as_html)
-                except TelegramBadRequest as again:
-                    log.warning("telegram.fallback_refused", chat=row.chat_id, error=again.message)
-                    continue
-                except TelegramAPIError as other:
-                    return self._backoff(row, f"telegram: {other.message}")
-                self.store.mark_delivered(row.id, message_id, self.clock())
-                self.sent += 1
-                log.warning("telegram.sent_fallback", chat=row.chat_id, event_key=row.event_key, error=exc.message)
-                return True
-        return self._give_up(row, f"telegram refused: {exc.message}")
+    def _slots(self) -> asyncio.Semaphore:
+        if self._in_flight is None:
+            self._in_flight = asyncio.Semaphore(self.max_in_flight)
+        return self._in_flight
 
-    def _retry_after(self, row: OutboxItem, seconds: float) -> bool:
-        wait = seconds + random.uniform(0, 1)
-        # 429 is Telegram asking us to wait, not a failed attempt: it does not count towards giving up.
-        self.store.mark_retry(
-            row.id, not_before=self.clock() + timedelta(seconds=wait), reason=f"429 retry after {seconds}s",
-            count_attempt=False,
-        )
-        level = log.warning if seconds >= LONG_WAIT_SECONDS else log.info
-        level("telegram.retry_after", chat=row.chat_id, seconds=seconds)
+    async def _pace(self, chat_id: int, *, urgent: bool = False) -> None:
+        """Wait for this chat's buckets, then the global one: a burst is queued, never rejected."""
+        if chat_id < 0:
+            await self._group_limiter(chat_id).acquire()
+        await self._chat_limiter(chat_id).acquire()
+        if self._global is None:
+            self._global = AsyncLimiter(self.limits.global_per_second, 1)
+        async with self._turnstile.turn(float("inf") if urgent else self._remaining_seconds(chat_id)):
+            await self._global.acquire()
+
+    def _remaining_seconds(self, chat_id: int) -> float:
+        """How long this chat's due backlog takes at the chat's own rate: the turnstile serves the longest first."""
+        n = self._backlog.get(chat_id, 1)
+        per_message = 1 / self.limits.private_per_second
+        if chat_id >= 0:
+            return n * per_message
+        burst = max(1.0, self.limits.group_per_minute - 1)
+        return n * per_message + max(0.0, n - burst) * max(0.0, 60 / self.limits.group_per_minute - per_message)
+
+    def _chat_limiter(self, chat_id: int) -> AsyncLimiter:
+        """One message per second in any chat (Telegram: "avoid sending more than one message per second")."""
+        limiter = self._per_chat.get(chat_id)
+        if limiter is None:
+            limiter = self._per_chat[chat_id] = AsyncLimiter(1, 1 / self.limits.private_per_second)
+        return limiter
+
+    def _group_limiter(self, chat_id: int) -> AsyncLimiter:
+        """Groups and channels (negative ids) also get 20 per minute. The burst is one smaller than the minute's
+        allowance and the period shortened to match (19 per 57 s is still 20/min): one message of slack against
+        request timing jitter at Telegram's end."""
+        limiter = self._per_group.get(chat_id)
+        if limiter is None:
+            burst = max(1.0, self.limits.group_per_minute - 1)
+            limiter = self._per_group[chat_id] = AsyncLimiter(burst, 60 * burst / self.limits.group_per_minute)
+        return limiter
+
+    # ── outcomes ─────────────────────────────────────────────────────────────────────────────────────────────
+
+    async def _rate_limited(self, row: OutboxItem, seconds: float) -> bool:
+        """429: wait what Telegram asks (plus jitter) for this chat — or for all when several chats got it —
+        without counting an attempt. A very long wait is reported to the admins once."""
+        now = self.clock()
+        self.rate_limited += 1
+        until = now + timedelta(seconds=seconds + random.uniform(0.1, 1.0))
+        self._pause(row.chat_id, until)
+        self.store.mark_retry(row.id, not_before=until, reason=f"429: retry after {seconds} s", count_attempt=False)
+        mono = time.monotonic()
+        self._recent_429 = [(t, c) for t, c in self._recent_429 if mono - t <= GLOBAL_429_SPAN]
+        self._recent_429.append((mono, row.chat_id))
+        if len({c for _, c in self._recent_429}) >= GLOBAL_429_CHATS:
+            self._global_pause = max(until, self._global_pause or until)
+            log.warning("telegram.global_pause", seconds=seconds)
+        long_wait = seconds >= self.long_wait_alert
+        (log.warning if long_wait else log.info)("telegram.retry_after", chat=row.chat_id, seconds=seconds)
+        if long_wait:
+            await self._tell_once(
+                "long_wait", row.chat_id,
+                f"⏳ Telegram asks the bot to wait {int(seconds)} s before writing to chat {row.chat_id} again "
+                "(too many requests). Messages for it are kept and will go out after the wait.",
+            )
         return False
 
-    def _backoff(self, row: OutboxItem, reason: str) -> bool:
-        delay = min(MAX_BACKOFF.total_seconds(), 2 ** min(row.attempts, 10)) * random.uniform(0.75, 1.25)
-        self.store.mark_retry(row.id, not_before=self.clock() + timedelta(seconds=delay), reason=reason)
-        log.warning("telegram.retry", chat=row.chat_id, event_key=row.event_key, attempt=row.attempts + 1, reason=reason)
+    async def _backoff(self, row: OutboxItem, reason: str) -> bool:
+        """A transient failure: retry this row later (exponential, with jitter); the chat's later rows wait too."""
+        delay = min(MAX_BACKOFF.total_seconds(), 2 ** min(row.attempts, 12)) * random.uniform(0.75, 1.25)
+        until = self.clock() + timedelta(seconds=delay)
+        self._pause(row.chat_id, until)
+        self.store.mark_retry(row.id, not_before=until, reason=reason)
+        self.retried += 1
+        log.warning("telegram.retry", chat=row.chat_id, event_key=row.event_key, attempt=row.attempts + 1,
+                    delay=round(delay, 2), reason=reason)
+        if row.attempts + 1 >= STUCK_NOTICE_ATTEMPTS:
+            await self._tell_once(
+                "stuck", row.chat_id,
+                f"⚠️ Messages to chat {row.chat_id} are delayed: {_reason(reason)}. The bot keeps retrying.",
+            )
         return False
 
-    def _give_up(self, row: OutboxItem, reason: str) -> bool:
+    async def _give_up(self, row: OutboxItem, reason: str) -> bool:
         self.store.mark_failed(row.id, reason, self.clock())
         self.failed += 1
         log.error("telegram.gave_up", chat=row.chat_id, event_key=row.event_key, reason=reason)
+        await self._tell_once(
+            f"gave_up:{reason[:80]}", row.chat_id,
+            f"⚠️ A notification for chat {row.chat_id} could not be delivered and was given up: "
+            f"{_reason(reason)}",
+        )
         return True
 
-    async def _deactivate(self, row: OutboxItem, reason: str) -> None:
+    async def _deactivate(self, chat_id: int, reason: str) -> None:
         now = self.clock()
-        self.store.mark_failed(row.id, f"chat inactive: {reason}", now)
-        self.failed += 1
-        if self.store.set_chat_active(row.chat_id, False, reason, now):
-            log.warning("telegram.chat_deactivated", chat=row.chat_id, reason=reason)
-            await self.tell_admins(f"⚠️ Chat {row.chat_id} no longer accepts messages: {html.escape(reason)}. "
-                                   "Nothing more is sent there until someone sends /start in it.")
+        self.failed += self.store.fail_pending_for_chat(chat_id, f"chat inactive: {reason}", now)
+        if self.store.set_chat_active(chat_id, False, reason, now):
+            log.warning("telegram.chat_deactivated", chat=chat_id, reason=reason)
+            self._notify(f"⚠️ Chat {chat_id} no longer accepts messages: {_reason(reason)}. "
+                         "Nothing more is sent there until someone sends /start in it.")
+
+    async def _tell_once(self, kind: str, chat_id: int, text: str) -> None:
+        if (kind, chat_id) in self._told:
+            return
+        self._told.add((kind, chat_id))
+        self._notify(text)
+
+    def _notify(self, text: str) -> None:
+        """Tell the admins in the background — the admin chat's own pacing must not hold up the lane that found
+        the problem — and fold notices raised together (six chats gone at once) into one message."""
+        self._notice_lines.append(text)
+        if self._notice_task is None or self._notice_task.done():
+            self._notice_task = asyncio.create_task(self._flush_notices(), name="admin-notices")
+
+    async def _flush_notices(self) -> None:
+        while self._notice_lines:
+            await asyncio.sleep(NOTICE_BATCH_SECONDS)
+            batch, self._notice_lines = self._notice_lines, []
+            for text in _pack(batch, MESSAGE_LIMIT - 96):
+                await self.tell_admins(text)
+
+    async def notices_sent(self) -> None:
+        """Wait until the admin notices under way have gone out (tests, benchmarks)."""
+        while self._notice_task is not None and not self._notice_task.done():
+            await asyncio.gather(self._notice_task, return_exceptions=True)
 
     async def tell_admins(self, text: str) -> None:
-        """Best effort: a problem report must never take the sender down with it."""
+        """Best effort, rate-limited like everything else: a problem report must never take the sender down."""
         for admin in self.admin_ids:
             try:
-                await self.bot.send_message(admin, text, parse_mode="HTML")
-            except TelegramAPIError as exc:
-                log.warning("telegram.admin_notice_failed", admin=admin, error=exc.message)
+                await self._pace(admin, urgent=True)
+                async with self._slots():
+                    await self.bot.send_message(admin, text, parse_mode="HTML",
+                                                request_timeout=int(self.send_timeout) or 1)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("telegram.admin_notice_failed", admin=admin, error=str(exc))
+
+
+def _reason(text: str) -> str:
+    """A Telegram or network error for an admin notice: one line, bounded, escaped."""
+    return html.escape(truncate(" ".join(text.split()), REASON_LIMIT))
+
+
+def _pack(notices: Sequence[str], limit: int) -> list[str]:
+    """Notices joined by blank lines into as few messages as fit Telegram's limit (each notice is short)."""
+    messages: list[str] = []
+    for notice in notices:
+        if messages and utf16_len(plain_text(messages[-1] + "\n\n" + notice)) <= limit:
+            messages[-1] += "\n\n" + notice
+        else:
+            messages.append(notice)
+    return messages

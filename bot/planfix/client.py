@@ -13,11 +13,17 @@ from zoneinfo import ZoneInfo
 
 import httpx
 import structlog
-from aiolimiter import AsyncLimiter
 
 from bot import __version__
+from bot.planfix.budget import Budget
 from bot.planfix.dates import format_date, format_datetime
-from bot.planfix.errors import PlanfixConfigError, PlanfixError, PlanfixSessionError, PlanfixTransientError
+from bot.planfix.errors import (
+    PlanfixConfigError,
+    PlanfixError,
+    PlanfixLimitError,
+    PlanfixSessionError,
+    PlanfixTransientError,
+)
 from bot.planfix.models import Action, Page, Status, Task, User
 from bot.planfix.xmlparse import (
     child,
@@ -51,9 +57,11 @@ class PlanfixClient:
 
     Token mode (preferred) sends Basic (api_key, token) and no sid. Login mode sends Basic (api_key, "") and
     logs in lazily with auth.login; on a session error (0005) it logs in again once and repeats the request.
-    Every HTTP request, auth.login included, passes one AsyncLimiter, so concurrent callers together stay
-    within `requests_per_second`. Transient failures are raised, not retried: retry policy belongs to the
-    caller. Dates in requests and responses are in `api_timezone` (set it from `user_get().timezone`).
+    Every HTTP request, auth.login included, first takes a slot from one `Budget` (budget.py): concurrent
+    callers together stay within `requests_per_second`, higher priorities go first, and background requests
+    stop while the daily budget is paused. Transient failures are raised, not retried: retry policy belongs to
+    the caller (bot/watch/jobs.py). Dates in requests and responses are in `api_timezone` (set it from
+    `user_get().timezone`).
     """
 
     def __init__(
@@ -70,11 +78,13 @@ class PlanfixClient:
         max_body_bytes: int = 20_000_000,
         transport: httpx.AsyncBaseTransport | None = None,
         api_timezone: tzinfo = ZoneInfo("UTC"),
+        budget: Budget | None = None,
     ) -> None:
         if not token and not (login and password is not None):
             raise PlanfixConfigError("Planfix auth needs a token, or a login and a password")
         if requests_per_second <= 0:
             raise ValueError("requests_per_second must be positive")
+        self.budget = budget or Budget(requests_per_second=requests_per_second)
         self.url = url
         self.account = account
         self.api_timezone = api_timezone
@@ -88,8 +98,6 @@ class PlanfixClient:
         self._login_lock = asyncio.Lock()
         self._timeout = timeout
         self._max_body_bytes = max_body_bytes
-        # Capacity 1 → no bursts: consecutive requests are at least 1/rps apart.
-        self._limiter = AsyncLimiter(1, 1 / requests_per_second)
         self._http = httpx.AsyncClient(
             transport=transport,
             timeout=httpx.Timeout(timeout),
@@ -168,27 +176,35 @@ class PlanfixClient:
 
     async def _send(self, method: str, params: Params, sid: str | None) -> Element:
         body = build_request(method, self.account, sid, params, self.api_timezone)
-        await self._limiter.acquire()
-        self.requests_made += 1
-        started = time.monotonic()
+        await self.budget.acquire()
         try:
-            async with asyncio.timeout(self._timeout):
-                raw = await self._post(method, body)
-            response = parse_response(raw, method, token_mode=self._token_mode)
-        except PlanfixError as exc:
-            self._log_failure(method, started, exc)
-            raise exc.redacted(self._all_secrets()) from exc.__cause__
-        except (TimeoutError, httpx.TimeoutException) as exc:
-            error = PlanfixTransientError(f"{method}: no response within {self._timeout:g} s", method=method)
-            self._log_failure(method, started, error)
-            raise error from exc
-        except httpx.HTTPError as exc:
-            detail = f"{type(exc).__name__}: {exc}"
-            error = PlanfixTransientError(f"{method}: connection error ({detail})", method=method)
-            self._log_failure(method, started, error)
-            raise error.redacted(self._all_secrets()) from exc
-        log.debug("planfix.request", method=method, http_status=200, duration_ms=_ms_since(started), bytes=len(raw))
-        return response
+            self.requests_made += 1
+            started = time.monotonic()
+            try:
+                async with asyncio.timeout(self._timeout):
+                    raw = await self._post(method, body)
+                response = parse_response(raw, method, token_mode=self._token_mode)
+            except PlanfixError as exc:
+                if isinstance(exc, PlanfixLimitError) and exc.code == "0007":
+                    self.budget.note_limit_error()
+                elif exc.code is not None:
+                    self.budget.note_answer()
+                self._log_failure(method, started, exc)
+                raise exc.redacted(self._all_secrets()) from exc.__cause__
+            except (TimeoutError, httpx.TimeoutException) as exc:
+                error = PlanfixTransientError(f"{method}: no response within {self._timeout:g} s", method=method)
+                self._log_failure(method, started, error)
+                raise error from exc
+            except httpx.HTTPError as exc:
+                detail = f"{type(exc).__name__}: {exc}"
+                error = PlanfixTransientError(f"{method}: connection error ({detail})", method=method)
+                self._log_failure(method, started, error)
+                raise error.redacted(self._all_secrets()) from exc
+            self.budget.note_answer()
+            log.debug("planfix.request", method=method, http_status=200, duration_ms=_ms_since(started), bytes=len(raw))
+            return response
+        finally:
+            self.budget.release()
 
     async def _post(self, method: str, body: bytes) -> bytes:
         """POST the body; return the response body, refusing non-200 and anything over max_body_bytes."""
@@ -219,6 +235,7 @@ class PlanfixClient:
         remaining = headers.get("X-RateLimit-Remaining", "").strip()
         if remaining.lstrip("-").isdigit():
             self.rate_limit_remaining = int(remaining)
+            self.budget.note_header(self.rate_limit_remaining)
 
     def _all_secrets(self) -> tuple[str, ...]:
         return (*self._secrets, self._sid) if self._sid else self._secrets
@@ -274,6 +291,20 @@ class PlanfixClient:
         """task.getList, paging until done (or `max_pages`); items carry no members/auditors."""
         params: list[Param] = [("target", target), ("filter", filter)]
         return _unique_by_id(await self._all_pages("task.getList", params, self._task_page, page_size, max_pages))
+
+    async def task_list_page(
+        self,
+        number: int,
+        *,
+        target: str = "all",
+        filter: str | None = None,  # noqa: A002
+        page_size: int = MAX_PAGE_SIZE,
+    ) -> Page[Task]:
+        """One page of task.getList (1-based), with its totalCount: for callers that spread paging over time."""
+        if number < 1 or not 1 <= page_size <= MAX_PAGE_SIZE:
+            raise ValueError(f"page number must be ≥ 1 and page_size within 1..{MAX_PAGE_SIZE}")
+        params: list[Param] = [("target", target), ("filter", filter), ("pageCurrent", number), ("pageSize", page_size)]
+        return await self._fetch("task.getList", params, self._task_page)
 
     async def action_get(self, action_id: int) -> Action:
         """action.get; unknown → PlanfixItemError (4002)."""

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from bot.events import DEADLINE, OVERDUE, STATUS, Event
+from bot.events import DEADLINE, OVERDUE, REMINDER, STATUS, Event
 from bot.planfix.models import Action, Status, Task
 
 
@@ -29,10 +29,12 @@ class Snapshot:
     importance: str = "AVERAGE"
     participants: tuple[int, ...] = ()
     overdue_for: str | None = None  # the deadline value an overdue notice was already made for
+    reminded: tuple[str, ...] = ()  # "lead@deadline": reminders made (or passed over) for the current deadline
 
     def to_data(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["participants"] = list(self.participants)
+        data["reminded"] = list(self.reminded)
         return data
 
     @classmethod
@@ -40,7 +42,31 @@ class Snapshot:
         known = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
         values["participants"] = tuple(values.get("participants") or ())
+        values["reminded"] = tuple(values.get("reminded") or ())
         return cls(**values)
+
+
+@dataclass(frozen=True)
+class Lead:
+    """A reminder lead time from `poll.remind_before`: its text as configured ("24h") and its length."""
+
+    text: str
+    length: timedelta
+
+    @classmethod
+    def parse(cls, text: str) -> Lead:
+        """"30m" / "24h" / "2d" → Lead; raises ValueError otherwise."""
+        units = {"m": "minutes", "h": "hours", "d": "days"}
+        number, unit = text[:-1], text[-1:]
+        if unit not in units or not number.isdigit() or int(number) <= 0:
+            raise ValueError(f"not a lead time: {text!r} (use e.g. 30m, 24h, 2d)")
+        return cls(text, timedelta(**{units[unit]: int(number)}))
+
+
+def parse_leads(texts: Iterable[str]) -> tuple[Lead, ...]:
+    """Lead times, shortest first, each once."""
+    leads = {lead.length: lead for lead in map(Lead.parse, texts)}
+    return tuple(sorted(leads.values(), key=lambda lead: lead.length))
 
 
 @dataclass(frozen=True)
@@ -64,7 +90,9 @@ def status_is_active(statuses: Mapping[int, Status], status_id: int) -> bool:
     return status.is_active if status else True
 
 
-def snapshot_of(task: Task, statuses: Mapping[int, Status], *, overdue_for: str | None = None) -> Snapshot:
+def snapshot_of(
+    task: Task, statuses: Mapping[int, Status], *, overdue_for: str | None = None, reminded: tuple[str, ...] = ()
+) -> Snapshot:
     return Snapshot(
         task_id=task.id,
         general=task.general,
@@ -79,6 +107,7 @@ def snapshot_of(task: Task, statuses: Mapping[int, Status], *, overdue_for: str 
         importance=task.importance,
         participants=tuple(sorted(task.participant_ids())),
         overdue_for=overdue_for,
+        reminded=reminded,
     )
 
 
@@ -115,21 +144,81 @@ def is_overdue_now(snap: Snapshot, now: datetime, *, planfix_says_overdue: bool 
     return passed or planfix_says_overdue
 
 
-def overdue_event(snap: Snapshot, now: datetime, *, planfix_says_overdue: bool = False) -> TaskDiff:
-    """The overdue notice for a snapshot, once per deadline value; moving the deadline re-arms it."""
+def overdue_event(
+    snap: Snapshot, now: datetime, *, planfix_says_overdue: bool = False, revision: int | None = None
+) -> TaskDiff:
+    """The overdue notice for a snapshot, once per deadline value; moving the deadline re-arms it.
+
+    `revision` (the stored revision being updated) goes into the key, so a deadline moved away and back to the
+    same value later is announced again rather than taken for the old notice."""
     if not is_overdue_now(snap, now, planfix_says_overdue=planfix_says_overdue):
         return TaskDiff(snap, [])
     marked = dataclasses.replace(snap, overdue_for=snap.deadline)
-    key = f"{OVERDUE}:{snap.task_id}:{snap.deadline}"
-    return TaskDiff(marked, [_event(OVERDUE, key, marked, now, None, snap.deadline, snap.deadline)])
+    key = f"{OVERDUE}:{snap.task_id}:{snap.deadline}" + (f":r{revision}" if revision is not None else "")
+    # It became overdue when the deadline passed (catch-up after downtime uses this to tell old news from new).
+    due = datetime.fromtimestamp(snap.deadline_due, UTC) if snap.deadline_due is not None else now
+    return TaskDiff(marked, [_event(OVERDUE, key, marked, min(now, due), None, snap.deadline, snap.deadline)])
 
 
-def baseline(task: Task, statuses: Mapping[int, Status], now: datetime) -> Snapshot:
-    """First sight of a task: remember it silently; a deadline already passed counts as already told."""
+def _reminder_mark(lead: Lead, snap: Snapshot) -> str:
+    return f"{lead.text}@{snap.deadline}"
+
+
+def open_leads(snap: Snapshot, now: datetime, leads: Sequence[Lead]) -> list[Lead]:
+    """The leads whose window is open now (deadline ahead, closer than the lead), shortest first."""
+    if not snap.is_active or snap.deadline is None or snap.deadline_due is None:
+        return []
+    left = snap.deadline_due - now.timestamp()
+    if left <= 0:
+        return []
+    return sorted((lead for lead in leads if left <= lead.length.total_seconds()), key=lambda lead: lead.length)
+
+
+def mark_reminded(snap: Snapshot, leads: Iterable[Lead]) -> Snapshot:
+    """Record these leads as done for the current deadline; marks for other deadline values are dropped."""
+    current = {m for m in snap.reminded if m.endswith(f"@{snap.deadline}")}
+    marks = tuple(sorted(current | {_reminder_mark(lead, snap) for lead in leads}))
+    return snap if marks == snap.reminded else dataclasses.replace(snap, reminded=marks)
+
+
+def reminder_event(snap: Snapshot, now: datetime, leads: Sequence[Lead], *, revision: int | None = None) -> TaskDiff:
+    """A `reminder` when a lead window opens: once per (deadline value, lead); only the shortest open lead is
+    announced (a deadline 30 minutes away gets the "1h" reminder, not also the "24h" one). Closed tasks and
+    passed deadlines get none; moving the deadline re-arms every lead."""
+    open_now = open_leads(snap, now, leads)
+    if not open_now:
+        return TaskDiff(snap, [])
+    marked = mark_reminded(snap, open_now)
+    lead = open_now[0]
+    if _reminder_mark(lead, snap) in snap.reminded:
+        return TaskDiff(marked, [])
+    key = f"{REMINDER}:{snap.task_id}:{snap.deadline}:{lead.text}" + (f":r{revision}" if revision is not None else "")
+    assert snap.deadline_due is not None  # open_leads checked it
+    opened = datetime.fromtimestamp(snap.deadline_due, UTC) - lead.length
+    return TaskDiff(marked, [_event(REMINDER, key, marked, min(now, opened), None, lead.text, snap.deadline)])
+
+
+def deadline_events(
+    snap: Snapshot,
+    now: datetime,
+    *,
+    leads: Sequence[Lead] = (),
+    revision: int | None = None,
+    planfix_says_overdue: bool = False,
+) -> TaskDiff:
+    """Everything the clock alone can cause for a stored snapshot: `overdue` and `reminder`."""
+    overdue = overdue_event(snap, now, planfix_says_overdue=planfix_says_overdue, revision=revision)
+    reminder = reminder_event(overdue.snapshot, now, leads, revision=revision)
+    return TaskDiff(reminder.snapshot, overdue.events + reminder.events)
+
+
+def baseline(task: Task, statuses: Mapping[int, Status], now: datetime, leads: Sequence[Lead] = ()) -> Snapshot:
+    """First sight of a task: remember it silently; a deadline already passed counts as already told, and so
+    do reminders whose window is already open."""
     snap = snapshot_of(task, statuses)
     if is_overdue_now(snap, now, planfix_says_overdue=task.is_overdue):
         snap = dataclasses.replace(snap, overdue_for=snap.deadline)
-    return snap
+    return mark_reminded(snap, open_leads(snap, now, leads))
 
 
 def diff_task(
@@ -140,6 +229,7 @@ def diff_task(
     statuses: Mapping[int, Status],
     actions: Sequence[Action] = (),
     now: datetime,
+    leads: Sequence[Lead] = (),
 ) -> TaskDiff:
     """Compare the remembered snapshot (at `revision`) with the task as it is now.
 
@@ -147,8 +237,8 @@ def diff_task(
     was set, moved or removed, `overdue` when the (possibly new) deadline has passed. The actions only name who
     made a change; the snapshots decide whether there was one, so a missed or odd action hides nothing."""
     if old is None:
-        return TaskDiff(baseline(task, statuses, now), [])
-    new = snapshot_of(task, statuses, overdue_for=old.overdue_for)
+        return TaskDiff(baseline(task, statuses, now, leads), [])
+    new = snapshot_of(task, statuses, overdue_for=old.overdue_for, reminded=old.reminded)
     events: list[Event] = []
     if new.status != old.status:
         actor = _latest(actions, task_id=task.id, attr="status_change")
@@ -158,7 +248,9 @@ def diff_task(
         actor = _latest(actions, task_id=task.id, attr="deadline_change")
         key = f"{DEADLINE}:{task.id}:{revision}:{old.deadline}>{new.deadline}"
         events.append(_event(DEADLINE, key, new, now, actor, old.deadline, new.deadline))
+        # The deadline notice already says how close it is: reminders whose window is open now are passed over.
+        new = mark_reminded(new, open_leads(new, now, leads))
     # Planfix's own flag is trusted only while the deadline stands; right after a move it may be stale.
     flagged = task.is_overdue and new.deadline == old.deadline
-    overdue = overdue_event(new, now, planfix_says_overdue=flagged)
-    return TaskDiff(overdue.snapshot, events + overdue.events)
+    timed = deadline_events(new, now, leads=leads, revision=revision, planfix_says_overdue=flagged)
+    return TaskDiff(timed.snapshot, events + timed.events)

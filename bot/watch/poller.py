@@ -1,10 +1,18 @@
-"""The poll job: action feed → touched tasks → fresh cards → diff → one state transaction with the outbox."""
+"""The poll job: action feed → touched tasks → fresh cards → diff → one state transaction with the outbox.
+
+Also the shared steps the other detection jobs build on: fetching cards with per-item errors isolated, diffing
+against stored snapshots, the clock-only checks (overdue, reminders), routing with catch-up folding, and the
+commit. Rule for every step: all store reads that a diff depends on happen after the step's last `await`, so
+nothing another job commits in between can be overwritten by stale data.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Callable, Sequence
+import json
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -12,9 +20,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import structlog
 
 from bot.events import Event
-from bot.planfix.client import PlanfixClient
+from bot.planfix.budget import Priority, priority
+from bot.planfix.client import MAX_PAGE_SIZE, PlanfixClient
+from bot.planfix.errors import PlanfixItemError
 from bot.planfix.models import Action, Status, Task
-from bot.watch.diff import Snapshot, TaskDiff, baseline, diff_task, overdue_event
+from bot.watch.catchup import fold
+from bot.watch.diff import Lead, Snapshot, TaskDiff, baseline, deadline_events, diff_task
 from state.records import DeliveryRow, EventRow, PollCommit, StoredSnapshot
 from state.store import Store
 
@@ -23,7 +34,9 @@ log = structlog.get_logger(__name__)
 CURSOR = "feed_cursor"
 API_USER_ID = "api_user_id"
 API_TIMEZONE = "api_timezone"
+BUDGET = "planfix_budget"
 SEEN_ACTIONS_KEPT = timedelta(days=3)
+STATUS_REFRESH_EVERY = 3600.0  # seconds: an unknown status id re-reads the status names at most this often
 
 Router = Callable[[Event, datetime], list[DeliveryRow]]
 
@@ -41,6 +54,22 @@ class PollResult:
     tasks: int = 0
     events: list[Event] = field(default_factory=list)
     queued: int = 0
+    digests: int = 0
+    forgotten: int = 0
+    catchup: bool = False
+
+
+@dataclass
+class Changes:
+    """What a detection step found, ready to commit: diffs, tasks to forget, actions seen."""
+
+    diffs: list[TaskDiff] = field(default_factory=list)
+    forget: list[int] = field(default_factory=list)
+    seen_actions: list[tuple[int, int, datetime]] = field(default_factory=list)
+
+    @property
+    def events(self) -> list[Event]:
+        return [e for d in self.diffs for e in d.events]
 
 
 @dataclass
@@ -53,29 +82,70 @@ class Poller:
     on_queued: Callable[[int], None] | None = None  # wakes the sender when new rows are queued
     poll_timeout: float = 300.0
     language: str = "ru"  # status names in this language where Planfix has a translation
+    leads: tuple[Lead, ...] = ()  # reminder lead times (poll.remind_before), shortest first
+    catchup_threshold: int | None = None  # catch-up polls fold more rows than this per chat into a digest
+    max_event_age: timedelta | None = None  # older events are folded into a digest, never replayed
+    catchup_after: timedelta = timedelta(minutes=5)  # a feed window longer than this is a catch-up poll
     statuses: dict[int, Status] = field(default_factory=dict)
     api_user_id: int | None = None
     api_timezone: str | None = None
     last_success: datetime | None = None
+    caught_up: bool = False  # the first feed poll of this process has been committed
     _prepared: bool = False
+    _budget_restored: bool = False
+    _statuses_read_at: float = 0.0
+
+    # --- start-up ---------------------------------------------------------------------------------------------
+
+    def restore_budget(self) -> None:
+        """Requests used today survive a restart: take the count back before the first request."""
+        if self._budget_restored:
+            return
+        self._budget_restored = True
+        saved = self.store.get_meta(BUDGET)
+        if saved:
+            try:
+                self.client.budget.restore(json.loads(saved))
+            except ValueError:
+                log.warning("planfix.budget_restore_ignored")
+
+    def budget_meta(self) -> dict[str, str]:
+        return {BUDGET: json.dumps(self.client.budget.snapshot())}
 
     async def prepare(self) -> None:
         """Learn the API user's time zone (Planfix dates are in it) and the status names."""
-        user = await self.client.user_get()
-        zone_name = user.timezone or "UTC"
-        try:
-            self.client.api_timezone = ZoneInfo(zone_name)
-        except (ZoneInfoNotFoundError, ValueError):
-            log.warning("planfix.unknown_timezone", timezone=zone_name, using="UTC")
-            zone_name = "UTC"
-            self.client.api_timezone = ZoneInfo("UTC")
-        self.api_user_id, self.api_timezone = user.id, zone_name
-        statuses = await self.client.task_statuses()
-        self.statuses = {sid: dataclasses.replace(s, name=s.name_in(self.language)) for sid, s in statuses.items()}
+        self.restore_budget()
+        with priority(Priority.FEED):
+            user = await self.client.user_get()
+            zone_name = user.timezone or "UTC"
+            try:
+                zone = ZoneInfo(zone_name)
+            except (ZoneInfoNotFoundError, ValueError):
+                log.warning("planfix.unknown_timezone", timezone=zone_name, using="UTC")
+                zone_name, zone = "UTC", ZoneInfo("UTC")
+            self.client.api_timezone = zone
+            self.client.budget.zone = zone  # the daily budget is assumed to reset at midnight there
+            self.api_user_id, self.api_timezone = user.id, zone_name
+            await self._read_statuses()
         self.store.set_meta(API_USER_ID, str(user.id))
         self.store.set_meta(API_TIMEZONE, zone_name)
         self._prepared = True
         log.info("planfix.ready", api_user=user.id, timezone=zone_name, statuses=len(self.statuses))
+
+    async def _read_statuses(self) -> None:
+        statuses = await self.client.task_statuses()
+        self.statuses = {sid: dataclasses.replace(s, name=s.name_in(self.language)) for sid, s in statuses.items()}
+        self._statuses_read_at = time.monotonic()
+
+    async def _learn_new_statuses(self, tasks: Iterable[Task]) -> None:
+        """A status id we have no name for (a new status in Planfix): re-read the names, at most hourly."""
+        unknown = {t.status for t in tasks} - set(self.statuses)
+        if unknown and time.monotonic() - self._statuses_read_at > STATUS_REFRESH_EVERY:
+            log.info("planfix.unknown_status", ids=sorted(unknown))
+            with priority(Priority.FEED):
+                await self._read_statuses()
+
+    # --- the feed poll ----------------------------------------------------------------------------------------
 
     async def poll_once(self) -> PollResult:
         """One cycle. Raises Planfix errors to the caller; nothing is written unless the whole cycle succeeds."""
@@ -86,19 +156,21 @@ class Poller:
             cursor = self.store.get_meta(CURSOR)
             result = await (self._baseline(now) if cursor is None else self._follow_feed(datetime.fromisoformat(cursor), now))
         self.last_success = now
+        self.caught_up = True
         if result.queued and self.on_queued:
             self.on_queued(result.queued)
         return result
 
     async def _baseline(self, now: datetime) -> PollResult:
         """First start: remember every visible task silently, so that nothing old is announced."""
-        tasks = await self.client.task_get_list(target="all")
-        snaps = [baseline(t, self.statuses, now) for t in tasks]
+        with priority(Priority.ENRICH):
+            tasks = await self.client.task_get_list(target="all")
+        snaps = [baseline(t, self.statuses, now, self.leads) for t in tasks]
         self.store.commit_poll(
             PollCommit(
                 now=now,
                 snapshots=[StoredSnapshot(s.task_id, 1, s.to_data()) for s in snaps],
-                meta={CURSOR: now.isoformat()},
+                meta={CURSOR: now.isoformat(), **self.budget_meta()},
             )
         )
         log.info("poll.baseline", tasks=len(snaps))
@@ -106,52 +178,132 @@ class Poller:
 
     async def _follow_feed(self, cursor: datetime, now: datetime) -> PollResult:
         # Dates have minute resolution and clocks differ: re-read an overlapping window, de-duplicate by id.
-        actions = await self.client.action_list_by_period(cursor - self.overlap, now)
+        with priority(Priority.FEED):
+            actions = await self.client.action_list_by_period(cursor - self.overlap, now)
         unseen = self.store.unseen_action_ids(a.id for a in actions)
         fresh = [a for a in actions if a.id in unseen]
         touched = list(dict.fromkeys(a.task_id for a in fresh if a.task_id))
-        tasks = await self.client.task_get_multi(touched) if touched else []
-        diffs = self._diff_tasks(tasks, fresh, now)
-        handled = {d.snapshot.task_id for d in diffs}
-        diffs += self._overdue_sweep(now, skip=handled)
-        events = [e for d in diffs for e in d.events]
-        deliveries = [row for e in events for row in self.route(e, now)]
-        stored = self.store.snapshots(d.snapshot.task_id for d in diffs)
-        snapshots = [self._stored(d.snapshot, stored.get(d.snapshot.task_id)) for d in diffs]
-        queued = self.store.commit_poll(
-            PollCommit(
-                now=now,
-                snapshots=[s for s in snapshots if s is not None],
-                seen_actions=[(a.id, a.task_id, a.at) for a in fresh],
-                events=[EventRow(e.key, e.kind, e.task_id, e.to_json()) for e in events],
-                deliveries=deliveries,
-                meta={CURSOR: now.isoformat()},
-            )
-        )
+        with priority(Priority.ENRICH):
+            tasks, missing = await self.fetch_cards(touched)
+            await self._learn_new_statuses(tasks)
+        # No await below: the diff and the commit see one consistent state.
+        changes = Changes(seen_actions=[(a.id, a.task_id, a.at) for a in fresh])
+        changes.diffs = self.diff_cards(tasks, fresh, now)
+        handled = {d.snapshot.task_id for d in changes.diffs}
+        changes.diffs += self.deadline_diffs(now, skip=handled)
+        changes.forget = self.stored_ids(missing)
+        catchup = not self.caught_up or now - cursor > self.catchup_after
+        result = self.commit(changes, now, catchup=catchup, meta={CURSOR: now.isoformat()})
         if now.minute == 0:
             self.store.prune_seen_actions(now - SEEN_ACTIONS_KEPT)
-        if fresh or events:
-            log.info("poll.done", actions=len(fresh), tasks=len(tasks), events=len(events), queued=queued)
-        return PollResult(actions=len(fresh), tasks=len(tasks), events=events, queued=queued)
+        result.actions, result.tasks = len(fresh), len(tasks)
+        if fresh or result.events or result.forgotten:
+            log.info(
+                "poll.done", actions=len(fresh), tasks=len(tasks), events=len(result.events), queued=result.queued,
+                digests=result.digests, forgotten=result.forgotten, catchup=catchup,
+            )
+        return result
 
-    def _diff_tasks(self, tasks: Sequence[Task], actions: Sequence[Action], now: datetime) -> list[TaskDiff]:
+    # --- shared steps -----------------------------------------------------------------------------------------
+
+    async def fetch_cards(self, ids: Sequence[int]) -> tuple[list[Task], list[int]]:
+        """Current cards of these tasks (task.getMulti, ≤100 per request) and the ids Planfix did not return.
+
+        A per-item error (3001 task gone, 3008 no access) for a batch is narrowed down by halving the batch, so
+        only the tasks concerned are dropped and the rest go on."""
+        unique = list(dict.fromkeys(ids))
+        tasks: list[Task] = []
+        for start in range(0, len(unique), MAX_PAGE_SIZE):
+            tasks += await self._cards(unique[start : start + MAX_PAGE_SIZE])
+        found = {t.id for t in tasks}
+        return tasks, [i for i in unique if i not in found]
+
+    async def _cards(self, ids: list[int]) -> list[Task]:
+        if not ids:
+            return []
+        try:
+            return await self.client.task_get_multi(ids)
+        except PlanfixItemError as exc:
+            if len(ids) == 1:
+                log.info("planfix.task_dropped", task_id=ids[0], code=exc.code, reason=str(exc))
+                return []
+            middle = len(ids) // 2
+            return await self._cards(ids[:middle]) + await self._cards(ids[middle:])
+
+    def stored_ids(self, ids: Iterable[int]) -> list[int]:
+        """Which of these tasks have a stored snapshot (to forget when Planfix no longer shows them)."""
+        return sorted(self.store.snapshots(ids))
+
+    def diff_cards(self, tasks: Sequence[Task], actions: Sequence[Action], now: datetime) -> list[TaskDiff]:
         stored = self.store.snapshots(t.id for t in tasks)
         diffs = []
         for task in tasks:
             old = stored.get(task.id)
             previous = Snapshot.from_data(old.data) if old else None
             diffs.append(
-                diff_task(previous, old.revision if old else 0, task, statuses=self.statuses, actions=actions, now=now)
+                diff_task(
+                    previous, old.revision if old else 0, task, statuses=self.statuses, actions=actions, now=now,
+                    leads=self.leads,
+                )
             )
         return diffs
 
-    def _overdue_sweep(self, now: datetime, *, skip: set[int]) -> list[TaskDiff]:
-        """Overdue is computed locally from stored deadlines, so it fires on time without asking Planfix."""
+    def deadline_diffs(self, now: datetime, *, skip: Iterable[int] = ()) -> list[TaskDiff]:
+        """Overdue and reminders, computed locally from stored deadlines: no Planfix request, on time."""
+        skip = set(skip)
+        candidates = {s.task_id: s for s in self.store.overdue_candidates(now)}
+        if self.leads:
+            for stored in self.store.deadline_window(now, now + self.leads[-1].length):
+                candidates.setdefault(stored.task_id, stored)
         diffs = []
-        for stored in self.store.overdue_candidates(now):
-            if stored.task_id not in skip:
-                diffs.append(overdue_event(Snapshot.from_data(stored.data), now))
+        for task_id, stored in sorted(candidates.items()):
+            if task_id in skip:
+                continue
+            diff = deadline_events(Snapshot.from_data(stored.data), now, leads=self.leads, revision=stored.revision)
+            if diff.events or diff.snapshot.to_data() != stored.data:
+                diffs.append(diff)
         return diffs
+
+    def commit(self, changes: Changes, now: datetime, *, catchup: bool = False, meta: dict[str, str] | None = None,
+               write: Callable[[PollCommit], int] | None = None) -> PollResult:
+        """Route the events (folding a catch-up into digests), then write everything in one transaction."""
+        events = changes.events
+        deliveries = [row for e in events for row in self.route(e, now)]
+        digests, deliveries = fold(
+            events, deliveries, now, threshold=self.catchup_threshold if catchup else None,
+            max_age=self.max_event_age,
+        )
+        stored = self.store.snapshots(d.snapshot.task_id for d in changes.diffs)
+        snapshots = [self._stored(d.snapshot, stored.get(d.snapshot.task_id)) for d in changes.diffs]
+        commit = PollCommit(
+            now=now,
+            snapshots=[s for s in snapshots if s is not None],
+            forget_tasks=changes.forget,
+            seen_actions=changes.seen_actions,
+            events=[EventRow(e.key, e.kind, e.task_id, e.to_json()) for e in [*events, *digests]],
+            deliveries=deliveries,
+            meta={**(meta or {}), **self.budget_meta()},
+        )
+        queued = (write or self.store.commit_poll)(commit)
+        if changes.forget:
+            log.info("watch.tasks_forgotten", task_ids=changes.forget[:20], count=len(changes.forget))
+        if digests:
+            log.info("watch.digest", chats=len(digests), folded=sum(len(d.items) for d in digests))
+        return PollResult(events=events, queued=queued, digests=len(digests), forgotten=len(changes.forget),
+                          catchup=catchup)
+
+    def check_deadlines(self) -> PollResult:
+        """The cheap job: overdue and reminders from stored snapshots, no Planfix request at all."""
+        now = self.clock()
+        changes = Changes(diffs=self.deadline_diffs(now))
+        if not changes.diffs:
+            return PollResult()
+        result = self.commit(changes, now, catchup=not self.caught_up)
+        if result.events:
+            log.info("deadlines.done", events=len(result.events), queued=result.queued, digests=result.digests)
+        if result.queued and self.on_queued:
+            self.on_queued(result.queued)
+        return result
 
     @staticmethod
     def _stored(snap: Snapshot, old: StoredSnapshot | None) -> StoredSnapshot | None:

@@ -1,0 +1,114 @@
+"""Prometheus metrics and a health check, served on an optional loopback HTTP port ([metrics] listen)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import structlog
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.registry import Collector
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class Readings:
+    """Callables read at scrape time, so gauges always show the current state rather than a cached copy."""
+
+    outbox_depth: Callable[[], int] = lambda: 0
+    oldest_undelivered_seconds: Callable[[], float | None] = lambda: None
+    budget_remaining: Callable[[], int | None] = lambda: None
+    feed_lag_seconds: Callable[[], float | None] = lambda: None
+    health: Callable[[], tuple[bool, str]] = lambda: (True, "ok")
+
+
+class _StateCollector(Collector):
+    def __init__(self, readings: Readings):
+        self.readings = readings
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        values = {
+            "planfix_bot_outbox_depth": ("Messages waiting to be sent.", self.readings.outbox_depth()),
+            "planfix_bot_oldest_undelivered_seconds": (
+                "Age of the oldest message not yet delivered.", self.readings.oldest_undelivered_seconds()),
+            "planfix_bot_planfix_budget_remaining": (
+                "Planfix requests left today.", self.readings.budget_remaining()),
+            "planfix_bot_feed_lag_seconds": (
+                "Seconds since the last successful poll of the Planfix action feed.", self.readings.feed_lag_seconds()),
+        }
+        for name, (doc, value) in values.items():
+            if value is not None:
+                yield GaugeMetricFamily(name, doc, value=float(value))
+
+
+@dataclass
+class Metrics:
+    """Counters the daemon increments, plus gauges read from its state on each scrape."""
+
+    readings: Readings = field(default_factory=Readings)
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.polls = Counter("planfix_bot_polls", "Polls of the Planfix action feed, by result.", ["result"], registry=r)
+        self.planfix_requests = Counter(
+            "planfix_bot_planfix_requests", "Planfix API requests, by method and error code (ok = none).",
+            ["method", "code"], registry=r)
+        self.events = Counter("planfix_bot_events", "Detected task events, by kind.", ["kind"], registry=r)
+        self.messages_sent = Counter("planfix_bot_messages_sent", "Telegram messages delivered.", registry=r)
+        self.messages_failed = Counter(
+            "planfix_bot_messages_failed", "Telegram sends that failed, by reason.", ["reason"], registry=r)
+        r.register(_StateCollector(self.readings))
+        self.started = time.monotonic()
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+def failure_reason(error: str) -> str:
+    """A small, bounded label for a Telegram failure text (labels must not explode in number)."""
+    text = error.lower()
+    for needle, label in (
+        ("retry after", "rate_limited"), ("429", "rate_limited"), ("blocked", "blocked"), ("kicked", "kicked"),
+        ("chat not found", "chat_not_found"), ("rights", "no_rights"), ("deactivated", "deactivated"),
+        ("parse entities", "bad_markup"), ("too long", "too_long"), ("migrat", "migrated"), ("upgraded", "migrated"),
+        ("timeout", "timeout"), ("network", "network"), ("server", "server_error"), ("unauthorized", "unauthorized"),
+    ):
+        if needle in text:
+            return label
+    return "other"
+
+
+def make_app(metrics: Metrics) -> web.Application:
+    async def metrics_handler(request: web.Request) -> web.Response:
+        body = metrics.exposition()
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def health_handler(request: web.Request) -> web.Response:
+        ok, detail = metrics.readings.health()
+        return web.Response(status=200 if ok else 503, text=detail + "\n")
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics_handler)
+    app.router.add_get("/healthz", health_handler)
+    return app
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    host, _, port = listen.rpartition(":")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+async def serve(metrics: Metrics, listen: str) -> web.AppRunner:
+    """Start the HTTP endpoint; the caller keeps the runner and calls `cleanup()` on shutdown."""
+    host, port = parse_listen(listen)
+    runner = web.AppRunner(make_app(metrics), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    log.info("metrics.listening", host=host, port=port)
+    return runner

@@ -1,0 +1,59 @@
+"""Wiring for the notify layer: the per-chat renderer and the configured Sender (used by bot/app.py)."""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Callable, Sequence
+from datetime import timedelta
+from zoneinfo import ZoneInfo
+
+from aiogram import Bot
+
+from bot.config import Settings
+from bot.events import DIGEST, Event
+from bot.notify import render
+from bot.notify.routing import route_of_chat, send_time_deferral
+from bot.notify.sender import Rendered, Sender
+from state.store import Store
+
+Renderer = Callable[[Sequence[Event], int], Rendered]
+
+
+def make_renderer(settings: Settings, zone: Callable[[], ZoneInfo], store: Store | None = None) -> Renderer:
+    """Events → the message for one chat: HTML in display.language/zone, a short fallback, the button's link,
+    and the route's `silent` option (also for a group that has since migrated to a new id)."""
+    lang = settings.display.language
+    web_url = settings.planfix.task_web_url
+    silent_routes = [r for r in settings.routes if r.silent]
+
+    def render_for_chat(events: Sequence[Event], chat_id: int) -> Rendered:
+        last = events[-1]
+        if last.kind == DIGEST or not last.task_general:
+            url = web_url  # a digest spans many tasks: the button opens Planfix, each line links its task
+        else:
+            url = render.task_url(web_url, last.task_general)
+        short = f'<b>#{html.escape(str(last.task_general))}</b> <a href="{html.escape(url)}">{html.escape(url)}</a>'
+        migrated = store.chat_migrations() if (store is not None and silent_routes) else {}
+        silent = route_of_chat(chat_id, silent_routes, migrated) is not None
+        text = render.render_events(list(events), lang=lang, tz=zone(), web_url=web_url)
+        return Rendered(text, short, url, silent=silent)
+
+    return render_for_chat
+
+
+def build_sender(settings: Settings, store: Store, bot: Bot, *, zone: Callable[[], ZoneInfo],
+                 open_button_text: str) -> Sender:
+    """The Sender as configured by [delivery], [[routes]] and telegram.admin_ids."""
+    delivery = settings.delivery
+    return Sender(
+        bot=bot,
+        store=store,
+        render=make_renderer(settings, zone, store),
+        admin_ids=settings.telegram.admin_ids,
+        open_button_text=lambda chat_id: open_button_text,
+        coalesce_window=timedelta(seconds=delivery.coalesce_seconds),
+        send_timeout=delivery.send_timeout_seconds,
+        long_wait_alert=delivery.long_wait_alert_seconds,
+        max_in_flight=delivery.max_in_flight,
+        defer=send_time_deferral(settings.routes, zone, store.chat_migrations),
+    )

@@ -1,0 +1,362 @@
+"""Background jobs and what they do when Planfix fails (issue 4 §2), and the poll interval that follows the budget.
+
+Every job (the feed poll, the reconciliation sweep, the local deadline check) runs as its own asyncio task:
+sleep until due, run one step, decide when to run next. The policy for a failed step, by error class
+(bot/planfix/errors.py):
+
+* transient (0011, 3014, HTTP 5xx, timeouts, malformed/truncated XML, refused bodies, connection errors) and
+  anything unexpected: retry after a back-off that doubles from min(interval, 10 s) up to
+  `poll.max_backoff_seconds`, with jitter (50–100 %). Nothing is skipped: the step commits nothing unless it
+  completes, and the feed cursor only moves on a commit.
+* config-fatal (0001, 0002, 0004, 0010, 0012, 0013, 0014, 0020, 0022, 0023, 0024, 1001, 1002): every
+  background job stops; one clear log line with the fix; the admins are told once; commands keep working
+  (`Health.problem` explains why notifications stopped).
+* the daily limit (0007) or a budget used up: background jobs wait until the budget resumes (budget.py), the
+  admins are told once per episode, and everything resumes by itself.
+* per-item errors (3001, 3008, 4002, 4008) never get here: the steps drop that task or action and go on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+
+from bot.planfix.budget import Budget, BudgetPaused, Priority
+from bot.planfix.errors import (
+    PlanfixConfigError,
+    PlanfixError,
+    PlanfixItemError,
+    PlanfixLimitError,
+    PlanfixRequestError,
+)
+from bot.watch.poller import Poller, utc_now
+
+log = structlog.get_logger(__name__)
+
+NotifyAdmins = Callable[[str], Awaitable[None]]
+
+FIRST_BACKOFF_CAP = 10.0  # seconds: the first retry waits min(interval, this)
+STEP_TIMEOUT = 300.0  # seconds: a step that takes longer is abandoned (and retried) rather than left hanging
+
+# What to do about each config-fatal code, for the log line, the admins and `planfix-bot check`.
+FIX_HINTS: dict[str, str] = {
+    "0001": "check planfix.api_key (Account management → API access in Planfix)",
+    "0002": "the API application is blocked in Planfix: check Account management → API access",
+    "0004": "check planfix.account: the NAME in https://NAME.planfix.com",
+    "0010": "the Planfix account is frozen: contact Planfix",
+    "0012": "check planfix.token (Account management → API access), or planfix.login and planfix.password",
+    "0013": "the API token's user does not exist any more: create a token for an active user",
+    "0014": "the API token's user is inactive: activate the user or use another user's token",
+    "0020": "the token may not call this method: allow it in Account management → API access",
+    "0022": "the Planfix API is not available on a free account",
+    "0023": "the Planfix API is not included in the current plan",
+    "0024": "planfix.url points at another data centre: use https://api.planfix.com/xml/ (Europe), "
+    "https://apiru.planfix.ru/xml/ (Russia), https://api-sg.planfix.com/xml/ or https://api-us.planfix.com/xml/",
+    "1001": "check planfix.login and planfix.password",
+    "1002": "the API user lacks privileges for this",
+}
+
+
+def fix_hint(code: str | None) -> str:
+    return FIX_HINTS.get(code or "", "check the [planfix] section of the configuration")
+
+
+@dataclass
+class Health:
+    """What the background jobs share: the config-fatal stop and the once-per-episode admin notices."""
+
+    notify_admins: NotifyAdmins | None = None
+    fatal: PlanfixError | None = None
+    paused_until: datetime | None = None  # background work waits for the budget (0007 or used up)
+    _limit_told: bool = False
+
+    @property
+    def problem(self) -> str | None:
+        """Why notifications stopped or wait, in one sentence (for commands and status), or None."""
+        if self.fatal is not None:
+            return f"Planfix refuses the bot's configuration ({self.fatal.code}): {fix_hint(self.fatal.code)}"
+        if self.paused_until is not None:
+            return f"the daily Planfix request limit is reached; background checks resume at {self.paused_until:%Y-%m-%d %H:%M %Z}"
+        return None
+
+    async def tell_admins(self, text: str) -> None:
+        if self.notify_admins is None:
+            return
+        try:
+            await self.notify_admins(text)
+        except Exception as exc:  # a failed notice must never take a job down
+            log.warning("watch.admin_notice_failed", error=str(exc))
+
+    async def config_fatal(self, job: str, exc: PlanfixError) -> None:
+        if self.fatal is not None:
+            return
+        self.fatal = exc
+        log.error("planfix.config_error", job=job, code=exc.code, error=str(exc), fix=fix_hint(exc.code),
+                  effect="background polling stopped; commands still answered")
+        await self.tell_admins(
+            f"⚠️ Planfix refuses the bot: {html.escape(str(exc))}.\nFix: {html.escape(fix_hint(exc.code))}, then "
+            "restart the bot. Notifications are stopped until then; commands are still answered."
+        )
+
+    async def limited(self, exc: PlanfixLimitError, until: datetime) -> None:
+        self.paused_until = until
+        if self._limit_told:
+            return
+        self._limit_told = True
+        reason = "Planfix answered 0007 (daily request limit)" if not isinstance(exc, BudgetPaused) else (
+            "the daily Planfix request budget is used up")
+        log.warning("planfix.background_paused", reason=reason, until=until.isoformat())
+        await self.tell_admins(
+            f"⏸ {html.escape(reason)}: background checks are paused until {until:%Y-%m-%d %H:%M %Z} and resume "
+            "by themselves. Commands are still answered."
+        )
+
+    def ok(self) -> None:
+        if self.paused_until is not None:
+            log.info("planfix.background_resumed")
+        self.paused_until = None
+        self._limit_told = False
+
+
+class BackgroundJob:
+    """One periodic step with the error policy above. `interval()` says how long to wait after a success."""
+
+    def __init__(
+        self,
+        name: str,
+        step: Callable[[], Awaitable[Any]],
+        *,
+        interval: Callable[[], float],
+        health: Health,
+        budget: Budget,
+        clock: Callable[[], datetime] = utc_now,
+        max_backoff: float = 300.0,
+        lock: asyncio.Lock | None = None,
+        ready: Callable[[], bool] = lambda: True,
+        timeout: float = STEP_TIMEOUT,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.name = name
+        self.step = step
+        self.interval = interval
+        self.health = health
+        self.budget = budget
+        self.clock = clock
+        self.max_backoff = max_backoff
+        self.lock = lock or asyncio.Lock()
+        self.ready = ready
+        self.timeout = timeout
+        self.rng = rng or random.Random()
+        self.next_run: datetime | None = None  # None: due now
+        self.failures = 0
+        self.runs = 0
+
+    def seconds_until_due(self) -> float:
+        if self.next_run is None:
+            return 0.0
+        return max(0.0, (self.next_run - self.clock()).total_seconds())
+
+    def backoff(self) -> float:
+        """Seconds before retry number `failures`: doubling, capped, with jitter."""
+        first = min(max(self.interval(), 1.0), FIRST_BACKOFF_CAP)
+        delay = min(self.max_backoff, first * 2 ** max(0, self.failures - 1))
+        return delay * self.rng.uniform(0.5, 1.0)
+
+    async def run_once(self) -> bool:
+        """Run the step if it is due and allowed; returns whether it ran (successfully or not)."""
+        if self.health.fatal is not None or not self.ready() or self.seconds_until_due() > 0:
+            return False
+        self.runs += 1
+        try:
+            async with self.lock, asyncio.timeout(self.timeout):
+                await self.step()
+        except PlanfixConfigError as exc:
+            await self.health.config_fatal(self.name, exc)
+        except PlanfixLimitError as exc:
+            until = self.budget.background_resume_at() or self.clock() + timedelta(seconds=self.max_backoff)
+            self.next_run = until
+            await self.health.limited(exc, until)
+        except (PlanfixError, TimeoutError) as exc:
+            self.failures += 1
+            delay = self.backoff()
+            self.next_run = self.clock() + timedelta(seconds=delay)
+            code = getattr(exc, "code", None)
+            level = log.error if isinstance(exc, (PlanfixRequestError, PlanfixItemError)) else log.warning
+            level("job.retry", job=self.name, attempt=self.failures, retry_in_s=round(delay, 1), code=code,
+                  error=str(exc) or type(exc).__name__, kind=type(exc).__name__)
+        except Exception:
+            self.failures += 1
+            delay = self.backoff()
+            self.next_run = self.clock() + timedelta(seconds=delay)
+            log.exception("job.crashed", job=self.name, attempt=self.failures, retry_in_s=round(delay, 1))
+        else:
+            if self.failures:
+                log.info("job.recovered", job=self.name, after_failures=self.failures)
+            self.failures = 0
+            self.health.ok()
+            self.next_run = self.clock() + timedelta(seconds=self.interval())
+        return True
+
+    async def run(self, stop: asyncio.Event, *, idle: float = 1.0) -> None:
+        """Until `stop` (or a config-fatal error): sleep until due, run, repeat. Not ready → look again in `idle`."""
+        while not stop.is_set() and self.health.fatal is None:
+            delay = self.seconds_until_due() if self.ready() else idle
+            if delay > 0:
+                try:
+                    await asyncio.wait_for(stop.wait(), timeout=delay)
+                except TimeoutError:
+                    pass
+                continue
+            await self.run_once()
+
+
+@dataclass
+class Pacer:
+    """The feed poll interval that spends the day's budget evenly: never below `base` (poll.interval_seconds),
+    longer when the requests left today (minus the reserve for commands and the sweep's planned share) would
+    not last until the reset at the current pace."""
+
+    budget: Budget
+    base: float
+    sweep_rate: Callable[[], float] = lambda: 0.0  # planned sweep requests per second
+    per_poll: float = 1.0  # moving average of requests per feed poll (feed pages + task cards)
+
+    def observe(self, requests: int) -> None:
+        self.per_poll = 0.8 * self.per_poll + 0.2 * max(1, requests)
+
+    def interval(self) -> float:
+        seconds = self.budget.seconds_to_reset()
+        spare = self.budget.remaining() - self.budget.reserve - self.sweep_rate() * seconds
+        if spare < self.per_poll:
+            return max(self.base, seconds)
+        return max(self.base, seconds * self.per_poll / spare)
+
+
+@dataclass
+class Detection:
+    """The detection side of the daemon: the poller, the sweep, the deadline check, their jobs and budget."""
+
+    poller: Poller
+    budget: Budget
+    health: Health
+    jobs: list[BackgroundJob] = field(default_factory=list)
+    pacer: Pacer | None = None
+    sweep: Any = None  # bot.watch.sweep.Sweep | None
+
+    @classmethod
+    def build(
+        cls,
+        poller: Poller,
+        *,
+        interval: float,
+        max_backoff: float = 300.0,
+        deadline_every: float = 5.0,
+        sweep_period: timedelta | None = timedelta(hours=24),
+        notify_admins: NotifyAdmins | None = None,
+        clock: Callable[[], datetime] | None = None,
+        deadline_grace: timedelta = timedelta(minutes=5),
+        rng: random.Random | None = None,
+    ) -> Detection:
+        from bot.watch.sweep import Sweep
+
+        clock = clock or poller.clock
+        budget = poller.client.budget
+        health = Health(notify_admins=notify_admins)
+        sweep = Sweep(poller, period=sweep_period) if sweep_period and sweep_period.total_seconds() > 0 else None
+        pacer = Pacer(budget, interval, sweep.requests_per_second if sweep else (lambda: 0.0))
+        lock = asyncio.Lock()  # the feed and the sweep never interleave: a stale card must not undo a fresh one
+        common: dict[str, Any] = {"health": health, "budget": budget, "clock": clock, "max_backoff": max_backoff,
+                                  "rng": rng}
+
+        async def poll_step() -> None:
+            before = sum(budget.granted[p] for p in (Priority.FEED, Priority.ENRICH))
+            steady = poller.caught_up  # start-up (user, statuses) and the first-start baseline are one-offs
+            result = await poller.poll_once()
+            if steady and not result.baseline:
+                pacer.observe(sum(budget.granted[p] for p in (Priority.FEED, Priority.ENRICH)) - before)
+
+        started = clock()
+
+        def deadlines_ready() -> bool:
+            # After a restart the first feed poll folds what was missed into digests; overdue notices from the
+            # downtime belong in them, so the local check waits for it (but not for ever if Planfix is down).
+            return poller.caught_up or clock() - started > deadline_grace
+
+        async def deadline_step() -> None:
+            poller.check_deadlines()
+
+        jobs = [
+            BackgroundJob("poll", poll_step, interval=pacer.interval, lock=lock, **common),
+            BackgroundJob("deadlines", deadline_step, interval=lambda: deadline_every, ready=deadlines_ready,
+                          lock=asyncio.Lock(), **common),
+        ]
+        if sweep is not None:
+            jobs.append(BackgroundJob("sweep", sweep.step, interval=sweep.step_interval, lock=lock,
+                                      ready=lambda: poller.caught_up, **common))
+        return cls(poller=poller, budget=budget, health=health, jobs=jobs, pacer=pacer, sweep=sweep)
+
+    def job(self, name: str) -> BackgroundJob:
+        return next(j for j in self.jobs if j.name == name)
+
+    @property
+    def problem(self) -> str | None:
+        return self.health.problem
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run every job until `stop` is set (or configuration errors stop them); safe to cancel."""
+        self.poller.restore_budget()
+        tasks = [asyncio.create_task(job.run(stop), name=f"watch-{job.name}") for job in self.jobs]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def detection_from_settings(
+    settings: Any,
+    *,
+    client: Any,
+    store: Any,
+    route: Any,
+    notify_admins: NotifyAdmins | None = None,
+    on_queued: Callable[[int], None] | None = None,
+    clock: Callable[[], datetime] = utc_now,
+) -> Detection:
+    """Wire the detection side from validated settings (bot.config.Settings)."""
+    from bot.watch.diff import parse_leads
+
+    poll = settings.poll
+    poller = Poller(
+        client=client,
+        store=store,
+        route=route,
+        overlap=timedelta(minutes=poll.overlap_minutes),
+        clock=clock,
+        on_queued=on_queued,
+        language=settings.display.language,
+        leads=parse_leads(poll.remind_before),
+        catchup_threshold=poll.catchup_digest_threshold,
+        max_event_age=timedelta(hours=poll.max_event_age_hours),
+        catchup_after=timedelta(seconds=max(300.0, 10 * poll.interval_seconds)),
+    )
+    return Detection.build(
+        poller,
+        interval=poll.interval_seconds,
+        max_backoff=poll.max_backoff_seconds,
+        deadline_every=poll.deadline_check_seconds,
+        sweep_period=timedelta(hours=poll.sweep_hours) if poll.sweep_hours else None,
+        notify_admins=notify_admins,
+        clock=clock,
+    )
+
+
+__all__: Sequence[str] = ["BackgroundJob", "Detection", "Health", "Pacer", "detection_from_settings", "fix_hint"]
