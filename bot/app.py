@@ -8,6 +8,7 @@ import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 import structlog
 from aiogram import Bot, Dispatcher
@@ -17,8 +18,9 @@ from aiogram.client.telegram import TelegramAPIServer
 from aiogram.exceptions import TelegramAPIError, TelegramUnauthorizedError
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from bot import logs
 from bot.chat.commands import TEXTS, ChatContext, build_router
-from bot.config import Settings
+from bot.config import ConfigError, Settings, load_settings
 from bot.events import Event
 from bot.notify import render
 from bot.notify.compose import build_sender
@@ -159,7 +161,6 @@ class Daemon:
             detection_task.cancel()
             await asyncio.gather(detection_task, return_exceptions=True)
             heartbeat.cancel()
-            SystemdNotifier().stopping()
             self.sender.stop()
             with contextlib.suppress(Exception):
                 await self.dispatcher.stop_polling()
@@ -201,16 +202,67 @@ class Daemon:
         self.store.close()
 
 
-async def run_daemon(settings: Settings, *, stop: asyncio.Event | None = None,
+def reload_settings(current: Settings, config_path: str | Path | None) -> Settings | None:
+    """The config file re-read for SIGHUP, or None (logged) when it must be refused and the old one kept."""
+    if config_path is None:
+        log.warning("config.reload_ignored", reason="the daemon was not started from a config file")
+        return None
+    try:
+        new = load_settings(config_path)
+    except ConfigError as exc:
+        log.error("config.reload_refused", error=str(exc), keeping="the running configuration")
+        SystemdNotifier().status(f"reload refused: {exc}")
+        return None
+    if new.state.path != current.state.path:
+        log.error("config.reload_refused", error="state.path cannot change while running; restart the service",
+                  keeping="the running configuration")
+        return None
+    return new
+
+
+async def run_daemon(settings: Settings, *, config_path: str | Path | None = None, stop: asyncio.Event | None = None,
                      started: Callable[[Daemon], Awaitable[None]] | None = None) -> int:
-    """Run until SIGTERM/SIGINT (or `stop` is set), then shut down cleanly; returns the exit status."""
+    """Run until SIGTERM/SIGINT (or `stop` is set), then shut down cleanly; returns the exit status.
+
+    SIGHUP re-reads `config_path`: a bad file is refused (logged, old config kept); a good one rebuilds the
+    daemon's parts in this process — same lock, same state file, so the cursor and the outbox carry over."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-    daemon = Daemon.build(settings)
-    if started:
-        await started(daemon)
-    await daemon.run(stop)
-    return 0
+    generation_over = asyncio.Event()
+    replacement: list[Settings] = []
+
+    def on_reload() -> None:
+        SystemdNotifier().reloading()
+        new = reload_settings(settings if not replacement else replacement[-1], config_path)
+        if new is not None:
+            replacement[:] = [new]
+            generation_over.set()
+
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        loop.add_signal_handler(signal.SIGHUP, on_reload)
+
+    async def relay_stop() -> None:
+        await stop.wait()
+        SystemdNotifier().stopping()
+        generation_over.set()
+
+    relay = asyncio.create_task(relay_stop())
+    try:
+        while True:
+            generation_over.clear()
+            daemon = Daemon.build(settings)
+            if started:
+                await started(daemon)
+            await daemon.run(generation_over)
+            if stop.is_set():
+                return 0
+            settings = replacement.pop()
+            logs.configure(level=settings.logging.level, fmt=settings.logging.format, secrets=settings.secrets())
+            log.info("config.reloaded", routes=len(settings.routes), users=len(settings.users))
+    finally:
+        relay.cancel()
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.remove_signal_handler(signal.SIGHUP)

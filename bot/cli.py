@@ -71,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               file=sys.stderr)
         return EXIT_CONFIG
     try:
-        return asyncio.run(run_daemon(settings))
+        return asyncio.run(run_daemon(settings, config_path=args.config))
     finally:
         lock.release()
 

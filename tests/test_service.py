@@ -133,3 +133,41 @@ def test_full_notify_socket_never_blocks(tmp_path):
         assert results[0] is True and results[-1] is False
     finally:
         server.close()
+
+
+async def test_sighup_reloads_routes_and_refuses_a_bad_config(tmp_path):
+    """SIGHUP with a new route moves notifications to it without a restart; a broken config is refused, logged
+    naming the key, and the running configuration keeps working."""
+    import asyncio
+    import signal
+
+    from bot.fakes.planfix import FakePlanfix
+    from bot.fakes.telegram import FakeTelegram
+    from tests.e2e import Daemon, daemon_config, wait_polls, wait_until, write_config
+
+    async with FakePlanfix() as pf, FakeTelegram() as tg:
+        pf.add_user(10, "Anna")
+        task = pf.add_task(title="Reloaded", owner=10)
+        path = tmp_path / "c.toml"
+        write_config(path, daemon_config(tmp_path, pf, tg, routes=[{"chat_id": -1}]))
+        daemon = await Daemon(path, tmp_path / "d.log").start()
+        try:
+            await wait_polls(pf, 2)
+            write_config(path, daemon_config(tmp_path, pf, tg, routes=[{"chat_id": -2}]))
+            daemon.proc.send_signal(signal.SIGHUP)
+            await wait_until(lambda: "config.reloaded" in daemon.output(), 20, "the reload")
+            await wait_polls(pf, 2)
+            pf.change_status(task.id, 2, by=10)
+            await tg.wait_for_messages(1, chat_id=-2, timeout=20)
+            assert tg.messages_to(-1) == []
+
+            path.write_text(path.read_text().replace("interval_seconds = 1", "interval_seconds = 0"))
+            daemon.proc.send_signal(signal.SIGHUP)
+            await wait_until(lambda: "config.reload_refused" in daemon.output(), 20, "the refusal")
+            assert "poll.interval_seconds" in daemon.output()
+            pf.change_status(task.id, 3, by=10)
+            await tg.wait_for_messages(2, chat_id=-2, timeout=20)
+            assert daemon.proc.returncode is None
+        finally:
+            assert await daemon.stop() == 0
+        await asyncio.sleep(0)
