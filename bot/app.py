@@ -16,9 +16,10 @@ from aiogram.client.default import DefaultBotProperties
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.exceptions import TelegramAPIError, TelegramUnauthorizedError
+from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from bot import logs
+from bot import logs, metrics
 from bot.chat.commands import TEXTS, ChatContext, build_router
 from bot.config import ConfigError, Settings, load_settings
 from bot.events import Event
@@ -152,6 +153,7 @@ class Daemon:
         sender_task = asyncio.create_task(self.sender.run(), name="sender")
         chat_task = asyncio.create_task(self._run_chat(), name="chat")
         heartbeat = asyncio.create_task(self._service_heartbeat(SystemdNotifier()), name="heartbeat")
+        metrics_runner = await self._serve_metrics()
         log.info("daemon.started", interval=interval, routes=len(self.settings.routes), users=len(self.settings.users))
         try:
             await stop.wait()
@@ -161,6 +163,8 @@ class Daemon:
             detection_task.cancel()
             await asyncio.gather(detection_task, return_exceptions=True)
             heartbeat.cancel()
+            if metrics_runner is not None:
+                await metrics_runner.cleanup()
             self.sender.stop()
             with contextlib.suppress(Exception):
                 await self.dispatcher.stop_polling()
@@ -171,6 +175,51 @@ class Daemon:
             await asyncio.gather(*pending, return_exceptions=True)
             await self.close()
             log.info("daemon.stopped")
+
+    async def _serve_metrics(self) -> web.AppRunner | None:
+        listen = self.settings.metrics.listen
+        if listen is None:
+            return None
+        try:
+            return await metrics.serve(metrics.Metrics(self.readings()), listen)
+        except OSError as exc:
+            # Metrics are optional: a taken port must not take notifications down with it.
+            log.error("metrics.listen_failed", listen=listen, error=str(exc))
+            return None
+
+    def readings(self) -> metrics.Readings:
+        """What /metrics and /healthz read from the running daemon."""
+
+        def now() -> datetime:
+            return datetime.now(UTC)
+
+        def oldest() -> float | None:
+            created = self.store.oldest_pending_created()
+            return (now() - created).total_seconds() if created else None
+
+        def lag() -> float | None:
+            last = self.poller.last_success
+            return (now() - last).total_seconds() if last else None
+
+        def health() -> tuple[bool, str]:
+            allowed = max(120.0, 3 * self.settings.poll.interval_seconds)
+            polled = lag()
+            if polled is None:
+                return False, "no successful Planfix poll yet"
+            if polled > allowed:
+                return False, f"last successful Planfix poll {polled:.0f} s ago"
+            return True, self.health_line()
+
+        return metrics.Readings(
+            outbox_depth=lambda: self.store.outbox_counts().get("pending", 0),
+            oldest_undelivered_seconds=oldest,
+            budget_remaining=self.client.budget.remaining,
+            feed_lag_seconds=lag,
+            events_by_kind=self.store.events_by_kind,
+            failures_by_reason=self.store.failure_texts,
+            messages_sent=lambda: self.sender.sent,
+            health=health,
+        )
 
     def health_line(self) -> str:
         """One line for systemd's STATUS= and for logs: last poll, outbox, sends."""

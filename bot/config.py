@@ -145,6 +145,20 @@ class DeliverySettings(_Section):
     max_in_flight: int = Field(default=16, ge=1, le=100)  # Telegram requests (to different chats) at once
 
 
+class MetricsSettings(_Section):
+    listen: str | None = None  # "127.0.0.1:9464": serve Prometheus /metrics and /healthz there; unset = off
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        host, _, port = value.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError('must look like "127.0.0.1:9464"')
+        return value
+
+
 class LoggingSettings(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
@@ -195,6 +209,7 @@ class Settings(_Section):
     display: DisplaySettings = DisplaySettings()
     logging: LoggingSettings = LoggingSettings()
     delivery: DeliverySettings = DeliverySettings()
+    metrics: MetricsSettings = MetricsSettings()
     users: list[UserLink] = []
     routes: list[Route] = []
 

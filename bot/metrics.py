@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 
@@ -24,6 +24,9 @@ class Readings:
     oldest_undelivered_seconds: Callable[[], float | None] = lambda: None
     budget_remaining: Callable[[], int | None] = lambda: None
     feed_lag_seconds: Callable[[], float | None] = lambda: None
+    events_by_kind: Callable[[], dict[str, int]] = dict
+    failures_by_reason: Callable[[], dict[str, int]] = dict
+    messages_sent: Callable[[], int] = lambda: 0
     health: Callable[[], tuple[bool, str]] = lambda: (True, "ok")
 
 
@@ -31,7 +34,7 @@ class _StateCollector(Collector):
     def __init__(self, readings: Readings):
         self.readings = readings
 
-    def collect(self) -> Iterable[GaugeMetricFamily]:
+    def collect(self) -> Iterable[GaugeMetricFamily | CounterMetricFamily]:
         values = {
             "planfix_bot_outbox_depth": ("Messages waiting to be sent.", self.readings.outbox_depth()),
             "planfix_bot_oldest_undelivered_seconds": (
@@ -44,6 +47,22 @@ class _StateCollector(Collector):
         for name, (doc, value) in values.items():
             if value is not None:
                 yield GaugeMetricFamily(name, doc, value=float(value))
+        # Totals kept in the state file, so they survive restarts (Prometheus handles resets anyway).
+        events = CounterMetricFamily("planfix_bot_events", "Detected task events, by kind.", labels=["kind"])
+        for kind, count in sorted(self.readings.events_by_kind().items()):
+            events.add_metric([kind], count)
+        yield events
+        failed = CounterMetricFamily(
+            "planfix_bot_messages_failed", "Notifications given up, by reason.", labels=["reason"])
+        by_reason: dict[str, int] = {}
+        for text, count in self.readings.failures_by_reason().items():
+            label = failure_reason(text)
+            by_reason[label] = by_reason.get(label, 0) + count
+        for label, count in sorted(by_reason.items()):
+            failed.add_metric([label], count)
+        yield failed
+        yield CounterMetricFamily(
+            "planfix_bot_messages_sent", "Telegram messages sent since start.", value=self.readings.messages_sent())
 
 
 @dataclass
@@ -59,10 +78,6 @@ class Metrics:
         self.planfix_requests = Counter(
             "planfix_bot_planfix_requests", "Planfix API requests, by method and error code (ok = none).",
             ["method", "code"], registry=r)
-        self.events = Counter("planfix_bot_events", "Detected task events, by kind.", ["kind"], registry=r)
-        self.messages_sent = Counter("planfix_bot_messages_sent", "Telegram messages delivered.", registry=r)
-        self.messages_failed = Counter(
-            "planfix_bot_messages_failed", "Telegram sends that failed, by reason.", ["reason"], registry=r)
         r.register(_StateCollector(self.readings))
         self.started = time.monotonic()
 
@@ -76,7 +91,7 @@ def failure_reason(error: str) -> str:
     for needle, label in (
         ("retry after", "rate_limited"), ("429", "rate_limited"), ("blocked", "blocked"), ("kicked", "kicked"),
         ("chat not found", "chat_not_found"), ("rights", "no_rights"), ("deactivated", "deactivated"),
-        ("parse entities", "bad_markup"), ("too long", "too_long"), ("migrat", "migrated"), ("upgraded", "migrated"),
+        ("chat inactive", "chat_inactive"), ("parse entities", "bad_markup"), ("too long", "too_long"), ("migrat", "migrated"), ("upgraded", "migrated"),
         ("timeout", "timeout"), ("network", "network"), ("server", "server_error"), ("unauthorized", "unauthorized"),
     ):
         if needle in text:

@@ -223,6 +223,23 @@ class Store:
         names = [d[0] for d in cur.description]
         return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
+    # -- health and metrics (read-only) ------------------------------------------------------------------------
+
+    def oldest_pending_created(self) -> datetime | None:
+        """When the oldest message still waiting to be sent was queued."""
+        row = self.db.execute("SELECT min(created_at) FROM outbox WHERE status = ?", [PENDING]).fetchone()
+        return datetime.fromisoformat(row[0]) if row and row[0] else None
+
+    def events_by_kind(self) -> dict[str, int]:
+        return {r[0]: r[1] for r in self.db.execute("SELECT kind, count(*) FROM events GROUP BY kind")}
+
+    def failure_texts(self) -> dict[str, int]:
+        """Given-up outbox rows counted by their recorded reason text."""
+        return {
+            r[0] or "": r[1]
+            for r in self.db.execute("SELECT last_error, count(*) FROM outbox WHERE status = ? GROUP BY 1", [FAILED])
+        }
+
     # -- chats -----------------------------------------------------------------------------------------------
 
     def chat(self, chat_id: int) -> ChatState | None:

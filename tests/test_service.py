@@ -171,3 +171,37 @@ async def test_sighup_reloads_routes_and_refuses_a_bad_config(tmp_path):
         finally:
             assert await daemon.stop() == 0
         await asyncio.sleep(0)
+
+
+async def test_metrics_and_healthz(tmp_path):
+    """With [metrics] listen set, /metrics exposes Prometheus text (outbox depth, events by kind, budget, feed lag)
+    and /healthz answers 200 once a poll has succeeded."""
+    import aiohttp
+
+    from bot.fakes.planfix import FakePlanfix
+    from bot.fakes.telegram import FakeTelegram
+    from tests.e2e import Daemon, daemon_config, wait_polls, write_config
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    async with FakePlanfix() as pf, FakeTelegram() as tg:
+        pf.add_user(10, "Anna")
+        task = pf.add_task(title="Measured", owner=10)
+        config = daemon_config(tmp_path, pf, tg, routes=[{"chat_id": -1}], metrics={"listen": f"127.0.0.1:{port}"})
+        daemon = await Daemon(write_config(tmp_path / "c.toml", config), tmp_path / "d.log").start()
+        try:
+            await wait_polls(pf, 2)
+            pf.change_status(task.id, 2, by=10)
+            await tg.wait_for_messages(1, chat_id=-1, timeout=20)
+            async with aiohttp.ClientSession() as http:
+                async with http.get(f"http://127.0.0.1:{port}/healthz") as resp:
+                    assert resp.status == 200, await resp.text()
+                async with http.get(f"http://127.0.0.1:{port}/metrics") as resp:
+                    text = await resp.text()
+        finally:
+            assert await daemon.stop() == 0
+    for needle in ('planfix_bot_events_total{kind="status"} 1.0', "planfix_bot_outbox_depth",
+                   "planfix_bot_planfix_budget_remaining", "planfix_bot_feed_lag_seconds",
+                   "planfix_bot_messages_sent_total 1.0"):
+        assert needle in text, text
