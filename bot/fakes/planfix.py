@@ -626,6 +626,10 @@ class FakePlanfix(FakeAccount):
             raise ValueError(f"unknown fault {kind!r}; choose from {sorted(FAULT_KINDS)}")
         self._injected.append(_Injected(kind, method, times, seconds=seconds, size=size))
 
+    def clear_faults(self) -> None:
+        """Forget every injected error and fault not yet consumed."""
+        self._injected.clear()
+
     def expire_sessions(self) -> None:
         """Make every issued sid stale (the next login-mode request gets 0005)."""
         self.sessions = dict.fromkeys(self.sessions, datetime.min.replace(tzinfo=UTC))

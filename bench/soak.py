@@ -1,0 +1,211 @@
+"""Soak: the daemon for N minutes against the fakes with Planfix faults, Telegram 429/5xx and kill -9 every ~90 s.
+
+    python bench/soak.py                 # 10 minutes (the issue's soak); prints the table
+    python bench/soak.py --minutes 2     # a quick look
+
+`planfix-bot run` runs as a real subprocess at Planfix's real limit (requests_per_second = 1). Every 2–4 s the
+bench changes one of 60 tasks in the fake Planfix (a status change or a deadline move, round-robin so that no task
+changes twice within the coalescing window) and records it. At random it injects Planfix errors (0011, 3014),
+HTTP 500s, malformed XML and 5 s hangs, and Telegram 429s and 5xx. About every 90 s it kills the daemon with
+SIGKILL and starts it again at once. After the last change it stops the faults and waits for the queue to drain.
+
+It counts, per task and kind, the changes made against the notifications that reached the routed chat: lost =
+changes never announced, duplicates = announcements beyond the changes. It samples the daemon's RSS (VmRSS) every
+5 s and reports growth within each process life after a 30 s warm-up, and checks from the fake Planfix's request
+log that no one-second window ever held more than one request. Targets: 0 lost, duplicates <= kills, RSS growth
+< 5 MB, at most 1 request in any second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import re
+import signal
+import sys
+import tempfile
+import time
+from collections import Counter
+from datetime import date, timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bot.fakes.harness import Daemon, wait_until, write_config  # noqa: E402
+from bot.fakes.planfix import FakePlanfix  # noqa: E402
+from bot.fakes.telegram import FakeTelegram  # noqa: E402
+
+CHAT = -1009000
+TASKS = 60
+ACTOR = 11
+KIND_MARK = {"status": "🔄", "deadline": "📅"}
+
+
+def rss_kb(pid: int) -> int | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def max_requests_in_any_second(times: list[float]) -> int:
+    """The most requests inside any window [t, t + 1 s), over the sorted arrival times."""
+    times = sorted(times)
+    best, start = 0, 0
+    for end, t in enumerate(times):
+        while t - times[start] >= 1.0:
+            start += 1
+        best = max(best, end - start + 1)
+    return best
+
+
+def delivered_counts(tg: FakeTelegram) -> Counter[tuple[int, str]]:
+    """(task number, kind) for each message that reached the routed chat (edits of one message count once)."""
+    seen: dict[int, tuple[int, str]] = {}
+    for msg in tg.messages_to(CHAT):
+        number = re.search(r"#(\d+)", msg.plain_text)
+        kind = next((k for k, mark in KIND_MARK.items() if msg.plain_text.startswith(mark)), None)
+        if number and kind:
+            seen[msg.message_id] = (int(number.group(1)), kind)
+    return Counter(seen.values())
+
+
+async def inject_faults(pf: FakePlanfix, tg: FakeTelegram, rng: random.Random) -> Counter[str]:
+    injected: Counter[str] = Counter()
+    while True:
+        await asyncio.sleep(rng.uniform(4, 10))
+        fault = rng.choice(["0011", "3014", "http500", "malformed", "hang", "tg429", "tg500"])
+        if fault in ("0011", "3014"):
+            pf.inject_error(fault)
+        elif fault == "hang":
+            pf.inject_fault("hang", seconds=5)
+        elif fault == "tg429":
+            tg.inject_retry_after(rng.randint(1, 5), chat_id=CHAT)
+        elif fault == "tg500":
+            tg.inject_fault("http500")
+        else:
+            pf.inject_fault(fault)
+        injected[fault] += 1
+
+
+async def soak(minutes: float, seed: int) -> int:
+    rng = random.Random(seed)
+    pf, tg = FakePlanfix(), FakeTelegram(strict_limits=True)
+    await pf.start()
+    await tg.start()
+    pf.add_user(10, "Anna")
+    pf.add_user(ACTOR, "Boris")
+    today = date.today()
+    tasks = [pf.add_task(title=f"Soak task {i}", owner=10, workers=(10,), deadline=today + timedelta(days=30))
+             for i in range(TASKS)]
+    made: Counter[tuple[int, str]] = Counter()
+    kills, lives, rss_growth = 0, [], []
+    with tempfile.TemporaryDirectory(prefix="planfix-bot-soak-") as tmp_dir:
+        tmp = Path(tmp_dir)
+        config = write_config(tmp / "config.toml", {
+            "planfix": {"url": pf.url, "account": pf.account, "api_key": pf.api_key, "token": pf.token,
+                        "requests_per_second": 1.0, "timeout_seconds": 3},
+            "telegram": {"token": tg.token, "api_base": tg.base_url},
+            "state": {"path": str(tmp / "state.sqlite3")},
+            "poll": {"interval_seconds": 2},
+            "delivery": {"coalesce_seconds": 0},
+            "logging": {"level": "warning", "format": "json"},
+            "routes": [{"chat_id": CHAT, "events": ["status", "deadline"]}],
+        })
+        daemon = await Daemon(config, tmp / "daemon.log").start()
+        await wait_until(lambda: any(r.method == "action.getListByPeriod" for r in pf.requests), 60, "first poll")
+        faults = asyncio.create_task(inject_faults(pf, tg, rng))
+        started = time.monotonic()
+        life_start, samples = time.monotonic(), []
+        next_kill = started + rng.uniform(80, 100)
+        next_sample = started
+        index = 0
+        print(f"soak: {minutes:g} min, {TASKS} tasks, kill -9 every ~90 s", flush=True)
+        while time.monotonic() - started < minutes * 60:
+            task = tasks[index % TASKS]
+            index += 1
+            if rng.random() < 0.6:
+                pf.change_status(task.id, 2 if pf.tasks[task.id].status != 2 else 1, by=ACTOR)
+                made[(task.general, "status")] += 1
+            else:
+                pf.change_deadline(task.id, today + timedelta(days=rng.randint(31, 200)), by=ACTOR)
+                made[(task.general, "deadline")] += 1
+            pause_until = time.monotonic() + rng.uniform(2, 4)
+            while time.monotonic() < pause_until:
+                now = time.monotonic()
+                if now >= next_sample and daemon.proc is not None:
+                    value = rss_kb(daemon.proc.pid)
+                    if value and now - life_start >= 30:
+                        samples.append(value)
+                    next_sample = now + 5
+                if now >= next_kill:
+                    await daemon.stop(signal.SIGKILL)
+                    kills += 1
+                    if len(samples) >= 2:
+                        rss_growth.append((samples[-1] - samples[0]) / 1024)
+                    lives.append(now - life_start)
+                    daemon = await Daemon(config, tmp / "daemon.log").start()
+                    life_start, samples = time.monotonic(), []
+                    next_kill = now + rng.uniform(80, 100)
+                await asyncio.sleep(0.2)
+        faults.cancel()
+        pf.clear_faults()
+        tg.clear_faults()
+        expected = sum(made.values())
+        drained = time.monotonic()
+        try:
+            await wait_until(lambda: sum(delivered_counts(tg).values()) >= expected, 180, "the queue to drain")
+        except AssertionError:
+            pass
+        await asyncio.sleep(5)  # anything late or duplicated shows up now
+        drain_seconds = time.monotonic() - drained
+        if len(samples) >= 2:
+            rss_growth.append((samples[-1] - samples[0]) / 1024)
+        exit_code = await daemon.stop()
+        got = delivered_counts(tg)
+        lost = sum(max(0, n - got[key]) for key, n in made.items())
+        dups = sum(max(0, n - made[key]) for key, n in got.items())
+        busiest = max_requests_in_any_second([r.monotonic for r in pf.requests])
+        log = (tmp / "daemon.log").read_text(errors="replace")
+        tracebacks = log.count("Traceback")
+    await tg.stop()
+    await pf.stop()
+
+    rows = [
+        ("duration", f"{minutes:g} min", ""),
+        ("changes made", str(expected), ""),
+        ("notifications delivered", str(sum(got.values())), ""),
+        ("lost", str(lost), "target 0"),
+        ("duplicates", str(dups), f"target <= kills ({kills})"),
+        ("kill -9 restarts", str(kills), ""),
+        ("drain after last change", f"{drain_seconds:.0f} s", ""),
+        ("RSS growth per life (max)", f"{max(rss_growth, default=0):.1f} MB", "target < 5 MB"),
+        ("Planfix requests", str(len(pf.requests)), ""),
+        ("max Planfix requests in any second", str(busiest), "target <= 1"),
+        ("Telegram rate-limit violations", str(tg.rate_limit_hits), "sends over Telegram's limits"),
+        ("tracebacks in the daemon log", str(tracebacks), ""),
+        ("daemon exit status at the end", str(exit_code), "0 = clean stop"),
+    ]
+    width = max(len(r[0]) for r in rows)
+    print()
+    for name, value, note in rows:
+        print(f"{name:<{width}}  {value:>10}  {note}")
+    ok = lost == 0 and dups <= kills and max(rss_growth, default=0) < 5 and busiest <= 1
+    print("\nresult:", "PASS" if ok else "FAIL")
+    return 0 if ok else 1
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    return asyncio.run(soak(args.minutes, args.seed))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
