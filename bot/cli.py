@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -44,8 +45,15 @@ def _settings_or_exit(path: str) -> Settings:
         raise SystemExit(EXIT_CONFIG) from None
 
 
+def _stop_during_startup(signum: int, frame: object) -> None:
+    # Until the daemon's event loop installs its own handlers, a stop request simply ends the start-up cleanly.
+    raise SystemExit(0)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "run":
+        signal.signal(signal.SIGTERM, _stop_during_startup)
     if args.command == "demo":
         from bot.demo import run_demo
 

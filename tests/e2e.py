@@ -32,7 +32,7 @@ def count_requests(pf: FakePlanfix, method: str) -> int:
     return sum(1 for r in pf.requests if r.method == method)
 
 
-async def wait_polls(pf: FakePlanfix, n: int, timeout: float = 20) -> None:
+async def wait_polls(pf: FakePlanfix, n: int, timeout: float = 60) -> None:
     """Wait until the daemon has read the action feed `n` more times."""
     start = count_requests(pf, "action.getListByPeriod")
     await wait_until(lambda: count_requests(pf, "action.getListByPeriod") >= start + n, timeout,

@@ -59,7 +59,7 @@ async def test_first_start_silent_then_each_change_once_and_no_duplicate_after_r
         pf.change_status(status_task.id, 2, by=BORIS)
         pf.change_deadline(deadline_task.id, today + timedelta(days=10), by=ANNA)
         pf.mark_overdue(overdue_task.id)
-        await tg.wait_for_messages(3, chat_id=TEAM, timeout=20)
+        await tg.wait_for_messages(3, chat_id=TEAM, timeout=60)
         await wait_polls(pf, 3)
         team = [m.plain_text for m in tg.messages_to(TEAM)]
         assert len(team) == 3, team
@@ -76,7 +76,7 @@ async def test_first_start_silent_then_each_change_once_and_no_duplicate_after_r
         assert len(tg.sent) == sent_before, "a restart must not resend anything"
 
         pf.change_status(status_task.id, 3, by=CYRIL)
-        await tg.wait_for_messages(4, chat_id=TEAM, timeout=20)
+        await tg.wait_for_messages(4, chat_id=TEAM, timeout=60)
         assert "Status <task> & co" in tg.messages_to(TEAM)[-1].plain_text
     finally:
         code = await daemon.stop()
@@ -97,13 +97,13 @@ async def test_commands_refuse_strangers_and_respect_visibility(fakes, tmp_path)
     try:
         await wait_polls(pf, 1)
         tg.user_sends(chat_id=ANNA_TG, user_id=ANNA_TG, text=f"/task {annas.general}")
-        [card] = await tg.wait_for_messages(1, chat_id=ANNA_TG, timeout=15)
+        [card] = await tg.wait_for_messages(1, chat_id=ANNA_TG, timeout=60)
         assert "Anna's secret plan" in card.plain_text
         tg.user_sends(chat_id=BORIS_TG, user_id=BORIS_TG, text=f"/task {annas.general}")
-        [hidden] = await tg.wait_for_messages(1, chat_id=BORIS_TG, timeout=15)
+        [hidden] = await tg.wait_for_messages(1, chat_id=BORIS_TG, timeout=60)
         assert "secret" not in hidden.plain_text and "not found" in hidden.plain_text
         tg.user_sends(chat_id=STRANGER_TG, user_id=STRANGER_TG, text=f"/task {annas.general}")
-        [refusal] = await tg.wait_for_messages(1, chat_id=STRANGER_TG, timeout=15)
+        [refusal] = await tg.wait_for_messages(1, chat_id=STRANGER_TG, timeout=60)
         assert "secret" not in refusal.plain_text and "team members only" in refusal.plain_text
     finally:
         assert await daemon.stop() == 0

@@ -88,7 +88,7 @@ async def test_daemon_notifies_systemd_and_refuses_a_second_instance(tmp_path):
             except BlockingIOError:
                 await asyncio.sleep(0.02)
 
-    async def collect(until: str, timeout: float = 20) -> None:
+    async def collect(until: str, timeout: float = 60) -> None:
         loop = asyncio.get_running_loop()
         end = loop.time() + timeout
         while not any(until in m for m in received):
@@ -155,18 +155,18 @@ async def test_sighup_reloads_routes_and_refuses_a_bad_config(tmp_path):
             await wait_polls(pf, 2)
             write_config(path, daemon_config(tmp_path, pf, tg, routes=[{"chat_id": -2}]))
             daemon.proc.send_signal(signal.SIGHUP)
-            await wait_until(lambda: "config.reloaded" in daemon.output(), 20, "the reload")
+            await wait_until(lambda: "config.reloaded" in daemon.output(), 60, "the reload")
             await wait_polls(pf, 2)
             pf.change_status(task.id, 2, by=10)
-            await tg.wait_for_messages(1, chat_id=-2, timeout=20)
+            await tg.wait_for_messages(1, chat_id=-2, timeout=60)
             assert tg.messages_to(-1) == []
 
             path.write_text(path.read_text().replace("interval_seconds = 1", "interval_seconds = 0"))
             daemon.proc.send_signal(signal.SIGHUP)
-            await wait_until(lambda: "config.reload_refused" in daemon.output(), 20, "the refusal")
+            await wait_until(lambda: "config.reload_refused" in daemon.output(), 60, "the refusal")
             assert "poll.interval_seconds" in daemon.output()
             pf.change_status(task.id, 3, by=10)
-            await tg.wait_for_messages(2, chat_id=-2, timeout=20)
+            await tg.wait_for_messages(2, chat_id=-2, timeout=60)
             assert daemon.proc.returncode is None
         finally:
             assert await daemon.stop() == 0
@@ -193,7 +193,7 @@ async def test_metrics_and_healthz(tmp_path):
         try:
             await wait_polls(pf, 2)
             pf.change_status(task.id, 2, by=10)
-            await tg.wait_for_messages(1, chat_id=-1, timeout=20)
+            await tg.wait_for_messages(1, chat_id=-1, timeout=60)
             async with aiohttp.ClientSession() as http:
                 async with http.get(f"http://127.0.0.1:{port}/healthz") as resp:
                     assert resp.status == 200, await resp.text()

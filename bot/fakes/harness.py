@@ -65,7 +65,7 @@ class Daemon:
         )
         return self
 
-    async def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
+    async def stop(self, sig: int = signal.SIGTERM, timeout: float = 40) -> int:
         assert self.proc is not None
         if self.proc.returncode is None:
             self.proc.send_signal(sig)
@@ -82,7 +82,7 @@ class Daemon:
         return self.log.read_text(encoding="utf-8", errors="replace")
 
 
-async def wait_until(condition: Callable[[], bool], timeout: float = 20, what: str = "condition") -> None:
+async def wait_until(condition: Callable[[], bool], timeout: float = 60, what: str = "condition") -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
