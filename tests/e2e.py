@@ -16,7 +16,10 @@ __all__ = ["Daemon", "daemon_config", "count_requests", "planfix_bot_command", "
 def daemon_config(tmp: Path, pf: FakePlanfix, tg: FakeTelegram, **overrides: Any) -> dict[str, Any]:
     config: dict[str, Any] = {
         "planfix": {"url": pf.url, "account": pf.account, "api_key": pf.api_key, "token": pf.token,
-                    "web_url": "https://acme.planfix.com", "requests_per_second": 20.0, "timeout_seconds": 5},
+                    "web_url": "https://acme.planfix.com", "requests_per_second": 20.0, "timeout_seconds": 5,
+                    # A poll every second all day needs far more than a real plan's 20,000: without this the
+                    # budget would (rightly) stretch the interval and the tests would wait for it.
+                    "daily_request_budget": 1_000_000},
         "telegram": {"token": tg.token, "api_base": tg.base_url, "admin_ids": [900]},
         "state": {"path": str(tmp / "state.sqlite3")},
         "poll": {"interval_seconds": 1},

@@ -221,6 +221,10 @@ async def test_0007_pauses_background_tells_admins_once_and_resumes_by_itself(wo
     assert not await poll.run_once()  # not due before the reset
     await world.run(sweep)  # the sweep is refused locally, without a request
     assert sweep.next_run == reset and len(world.pf.requests) == sent and len(world.admins) == 1
+    await world.run(detection.job("deadlines"))  # the local check goes on, and does not end the pause
+    assert "limit" in detection.problem
+    await world.run(poll)  # the probe after the assumed reset: Planfix still says 0007
+    assert poll.next_run == world.clock.now + timedelta(minutes=15) and len(world.admins) == 1
     world.pf.rate_limit_remaining = 20_000  # Planfix's new day
     await world.run(poll)
     assert poll.failures == 0 and world.kinds() == [STATUS] and detection.problem is None

@@ -316,6 +316,15 @@ class PlanfixClient:
         params: list[Param] = [("task", [("id", task_id)]), ("sort", "asc")]
         return _in_time_order(await self._all_pages("action.getList", params, self._action_page, page_size))
 
+    async def recent_actions(self, task_id: int, count: int = 5) -> list[Action]:
+        """The newest `count` (1..100) actions of one task (internal id) in ONE request (action.getList sorted
+        desc, first page), returned oldest first: for /task, which shows only the last few."""
+        if not 1 <= count <= MAX_PAGE_SIZE:
+            raise ValueError(f"count must be within 1..{MAX_PAGE_SIZE}")
+        params: list[Param] = [("task", [("id", task_id)]), ("sort", "desc"), ("pageCurrent", 1), ("pageSize", count)]
+        page = await self._fetch("action.getList", params, self._action_page)
+        return _in_time_order(page.items)
+
     async def action_list_by_period(
         self,
         from_dt: datetime,

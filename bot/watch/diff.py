@@ -30,20 +30,32 @@ class Snapshot:
     participants: tuple[int, ...] = ()
     overdue_for: str | None = None  # the deadline value an overdue notice was already made for
     reminded: tuple[str, ...] = ()  # "lead@deadline": reminders made (or passed over) for the current deadline
+    # Issue 6 (chat commands answer lists and cards from snapshots). Rows stored before these fields existed, and
+    # snapshots made from task.getList items (which carry no auditors or members), simply have them empty.
+    owner_id: int | None = None
+    workers: tuple[int, ...] = ()  # assignee user ids
+    auditors: tuple[int, ...] = ()
+    worker_groups: tuple[str, ...] = ()  # names of assignee groups
+    # str(user id) -> display name, for the owner, the assignees and the auditors
+    names: dict[str, str] = dataclasses.field(default_factory=dict, hash=False)
 
     def to_data(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
-        data["participants"] = list(self.participants)
-        data["reminded"] = list(self.reminded)
+        for name in _TUPLE_FIELDS:
+            data[name] = list(getattr(self, name))
         return data
 
     @classmethod
     def from_data(cls, data: Mapping[str, Any]) -> Snapshot:
         known = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
-        values["participants"] = tuple(values.get("participants") or ())
-        values["reminded"] = tuple(values.get("reminded") or ())
+        for name in _TUPLE_FIELDS:
+            values[name] = tuple(values.get(name) or ())
+        values["names"] = {str(k): str(v) for k, v in dict(values.get("names") or {}).items()}
         return cls(**values)
+
+
+_TUPLE_FIELDS = ("participants", "reminded", "workers", "auditors", "worker_groups")
 
 
 @dataclass(frozen=True)
@@ -108,6 +120,12 @@ def snapshot_of(
         participants=tuple(sorted(task.participant_ids())),
         overdue_for=overdue_for,
         reminded=reminded,
+        owner_id=task.owner.id if task.owner else None,
+        workers=tuple(p.id for p in task.workers if p.id),
+        auditors=tuple(p.id for p in task.auditors if p.id),
+        worker_groups=tuple(g.name for g in task.worker_groups),
+        names={str(p.id): p.name for p in (*([task.owner] if task.owner else []), *task.workers, *task.auditors)
+               if p.id},
     )
 
 

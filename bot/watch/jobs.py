@@ -142,8 +142,10 @@ class BackgroundJob:
         ready: Callable[[], bool] = lambda: True,
         timeout: float = STEP_TIMEOUT,
         rng: random.Random | None = None,
+        uses_planfix: bool = True,
     ) -> None:
         self.name = name
+        self.uses_planfix = uses_planfix  # only a job that talked to Planfix can tell that a pause is over
         self.step = step
         self.interval = interval
         self.health = health
@@ -200,7 +202,8 @@ class BackgroundJob:
             if self.failures:
                 log.info("job.recovered", job=self.name, after_failures=self.failures)
             self.failures = 0
-            self.health.ok()
+            if self.uses_planfix:
+                self.health.ok()
             self.next_run = self.clock() + timedelta(seconds=self.interval())
         return True
 
@@ -295,7 +298,7 @@ class Detection:
         jobs = [
             BackgroundJob("poll", poll_step, interval=pacer.interval, lock=lock, **common),
             BackgroundJob("deadlines", deadline_step, interval=lambda: deadline_every, ready=deadlines_ready,
-                          lock=asyncio.Lock(), **common),
+                          lock=asyncio.Lock(), uses_planfix=False, **common),
         ]
         if sweep is not None:
             jobs.append(BackgroundJob("sweep", sweep.step, interval=sweep.step_interval, lock=lock,

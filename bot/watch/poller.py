@@ -21,7 +21,7 @@ import structlog
 
 from bot.events import Event
 from bot.planfix.budget import Priority, priority
-from bot.planfix.client import MAX_PAGE_SIZE, PlanfixClient
+from bot.planfix.client import MAX_PAGE_SIZE, PlanfixClient, is_last_page
 from bot.planfix.errors import PlanfixItemError
 from bot.planfix.models import Action, Status, Task
 from bot.watch.catchup import fold
@@ -162,19 +162,26 @@ class Poller:
         return result
 
     async def _baseline(self, now: datetime) -> PollResult:
-        """First start: remember every visible task silently, so that nothing old is announced."""
-        with priority(Priority.ENRICH):
-            tasks = await self.client.task_get_list(target="all")
-        snaps = [baseline(t, self.statuses, now, self.leads) for t in tasks]
-        self.store.commit_poll(
-            PollCommit(
-                now=now,
-                snapshots=[StoredSnapshot(s.task_id, 1, s.to_data()) for s in snaps],
-                meta={CURSOR: now.isoformat(), **self.budget_meta()},
+        """First start: remember every visible task silently, so that nothing old is announced.
+
+        Page by page (one page of cards in memory at a time); the cursor is written only after the last page, so
+        an interrupted baseline simply starts again."""
+        seen: set[int] = set()
+        number = 1
+        while True:
+            with priority(Priority.ENRICH):
+                page = await self.client.task_list_page(number, target="all")
+            snaps = [baseline(t, self.statuses, now, self.leads) for t in page.items]
+            seen.update(s.task_id for s in snaps)
+            self.store.commit_poll(
+                PollCommit(now=now, snapshots=[StoredSnapshot(s.task_id, 1, s.to_data()) for s in snaps])
             )
-        )
-        log.info("poll.baseline", tasks=len(snaps))
-        return PollResult(baseline=len(snaps))
+            if is_last_page(page, number, MAX_PAGE_SIZE):
+                break
+            number += 1
+        self.store.commit_poll(PollCommit(now=now, meta={CURSOR: now.isoformat(), **self.budget_meta()}))
+        log.info("poll.baseline", tasks=len(seen))
+        return PollResult(baseline=len(seen))
 
     async def _follow_feed(self, cursor: datetime, now: datetime) -> PollResult:
         # Dates have minute resolution and clocks differ: re-read an overlapping window, de-duplicate by id.
