@@ -117,7 +117,9 @@ async def run_demo(*, interval: float = 2.0, duration: float | None = None, lang
         settings = parse_settings(
             {
                 "planfix": {"url": pf_url, "account": "demo", "api_key": fake_pf.api_key, "token": fake_pf.token,
-                            "web_url": "https://demo.planfix.com", "requests_per_second": 1.0},
+                            "web_url": "https://demo.planfix.com", "requests_per_second": 1.0,
+                            # the simulated account has no daily limit worth saving for: poll at the set interval
+                            "daily_request_budget": 1_000_000},
                 "telegram": {"token": fake_tg.token, "api_base": tg_url, "admin_ids": [IVAN_TG]},
                 "state": {"path": str(Path(tmp) / "state.sqlite3")},
                 "poll": {"interval_seconds": interval},

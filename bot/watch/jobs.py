@@ -27,6 +27,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from bot.planfix.budget import Budget, BudgetPaused, Priority
 from bot.planfix.errors import (
@@ -312,6 +313,16 @@ class Detection:
     def problem(self) -> str | None:
         return self.health.problem
 
+    def schedule(self, scheduler: AsyncIOScheduler, *, tick: float = 1.0) -> None:
+        """Put every job on the APScheduler scheduler: a tick every `tick` seconds runs the job's step when it is
+        due (its own interval, adaptive pace or back-off decides), never two runs of one job at once."""
+        self.poller.restore_budget()
+        for job in self.jobs:
+            scheduler.add_job(
+                _tick, "interval", args=[job], seconds=tick, id=f"watch-{job.name}", name=job.name,
+                max_instances=1, coalesce=True, misfire_grace_time=None, next_run_time=self.poller.clock(),
+            )
+
     async def run(self, stop: asyncio.Event) -> None:
         """Run every job until `stop` is set (or configuration errors stop them); safe to cancel."""
         self.poller.restore_budget()
@@ -322,6 +333,14 @@ class Detection:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _tick(job: BackgroundJob) -> None:
+    try:
+        await job.run_once()
+    except asyncio.CancelledError:
+        # Only a shutdown cancels a running step; its writes are one transaction, so nothing is half-done.
+        log.info("job.cancelled", job=job.name)
 
 
 def detection_from_settings(
