@@ -151,3 +151,31 @@ async def test_deadline_into_the_past_gives_deadline_and_overdue(world):
     clock.advance(seconds=30)
     kinds = [e.kind for e in (await poller.poll_once()).events]
     assert kinds == [DEADLINE, OVERDUE]
+
+
+async def test_change_seen_before_its_action_is_attributed_on_the_next_poll(world):
+    """A change that shows in the card before its action reaches the feed is announced one poll later with its
+    author (so the author is not told about their own change); a change with no action at all is still announced."""
+    pf, clock, store, make_poller = world
+    task = pf.add_task(title="Racy", owner=10, workers=(11,))
+    other = pf.add_task(title="Other", owner=10)
+    poller = make_poller()
+    await poller.poll_once()
+    clock.advance(seconds=30)
+    pf.add_comment(task.id, "touch", by=10)  # the feed shows an action, so the card is fetched ...
+    pf.edit_task_silently(task.id, status=2)  # ... and already has the new status, but its action comes later
+    clock.advance(seconds=30)
+    assert (await poller.poll_once()).events == []
+    pf.tasks[task.id].status = 1
+    pf.change_status(task.id, 2, by=11)  # now the action is in the feed (the status is 2 either way)
+    clock.advance(seconds=30)
+    [event] = (await poller.poll_once()).events
+    assert event.kind == STATUS and event.actor_id == 11
+    clock.advance(seconds=30)
+    pf.add_comment(other.id, "touch", by=10)
+    pf.edit_task_silently(other.id, status=3)  # a change no action ever explains
+    clock.advance(seconds=30)
+    assert (await poller.poll_once()).events == []
+    clock.advance(seconds=30)
+    [late] = (await poller.poll_once()).events
+    assert late.kind == STATUS and late.actor_id is None and late.task_id == other.id

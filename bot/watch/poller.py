@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import structlog
 
-from bot.events import Event
+from bot.events import DEADLINE, STATUS, Event
 from bot.planfix.budget import Priority, priority
 from bot.planfix.client import MAX_PAGE_SIZE, PlanfixClient, is_last_page
 from bot.planfix.errors import PlanfixItemError
@@ -39,6 +39,23 @@ SEEN_ACTIONS_KEPT = timedelta(days=3)
 STATUS_REFRESH_EVERY = 3600.0  # seconds: an unknown status id re-reads the status names at most this often
 
 Router = Callable[[Event, datetime], list[DeliveryRow]]
+
+
+def hold_unattributed(diffs: list[TaskDiff], *, already_held: set[int]) -> tuple[list[TaskDiff], set[int]]:
+    """Hold back, for one poll, a status or deadline change whose action is not in the feed yet.
+
+    A change made between reading the feed and fetching the card shows up in the card first; announcing it then
+    would lose who made it (and tell that person about their own change). The next poll re-fetches the task and
+    sees the action. A task already held once is announced as it is, so a change no action explains (an edit
+    Planfix does not log) is late by one poll, never lost."""
+    kept, held = [], set()
+    for diff in diffs:
+        unexplained = any(e.kind in (STATUS, DEADLINE) and e.actor_id is None for e in diff.events)
+        if unexplained and diff.snapshot.task_id not in already_held:
+            held.add(diff.snapshot.task_id)
+        else:
+            kept.append(diff)
+    return kept, held
 
 
 def utc_now() -> datetime:
@@ -87,6 +104,7 @@ class Poller:
     max_event_age: timedelta | None = None  # older events are folded into a digest, never replayed
     catchup_after: timedelta = timedelta(minutes=5)  # a feed window longer than this is a catch-up poll
     statuses: dict[int, Status] = field(default_factory=dict)
+    _held: set[int] = field(default_factory=set)  # changes seen before their action: decided on the next poll
     api_user_id: int | None = None
     api_timezone: str | None = None
     last_success: datetime | None = None
@@ -189,18 +207,20 @@ class Poller:
             actions = await self.client.action_list_by_period(cursor - self.overlap, now)
         unseen = self.store.unseen_action_ids(a.id for a in actions)
         fresh = [a for a in actions if a.id in unseen]
-        touched = list(dict.fromkeys(a.task_id for a in fresh if a.task_id))
+        # Tasks held back last time are fetched again even if the feed shows nothing new for them.
+        touched = list(dict.fromkeys([*self._held, *(a.task_id for a in fresh if a.task_id)]))
         with priority(Priority.ENRICH):
             tasks, missing = await self.fetch_cards(touched)
             await self._learn_new_statuses(tasks)
         # No await below: the diff and the commit see one consistent state.
         changes = Changes(seen_actions=[(a.id, a.task_id, a.at) for a in fresh])
-        changes.diffs = self.diff_cards(tasks, fresh, now)
-        handled = {d.snapshot.task_id for d in changes.diffs}
+        changes.diffs, held = hold_unattributed(self.diff_cards(tasks, fresh, now), already_held=self._held)
+        handled = {d.snapshot.task_id for d in changes.diffs} | held
         changes.diffs += self.deadline_diffs(now, skip=handled)
         changes.forget = self.stored_ids(missing)
         catchup = not self.caught_up or now - cursor > self.catchup_after
         result = self.commit(changes, now, catchup=catchup, meta={CURSOR: now.isoformat()})
+        self._held = held
         if now.minute == 0:
             self.store.prune_seen_actions(now - SEEN_ACTIONS_KEPT)
         result.actions, result.tasks = len(fresh), len(tasks)
