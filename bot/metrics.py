@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import structlog
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
@@ -27,6 +27,8 @@ class Readings:
     events_by_kind: Callable[[], dict[str, int]] = dict
     failures_by_reason: Callable[[], dict[str, int]] = dict
     messages_sent: Callable[[], int] = lambda: 0
+    job_results: Callable[[], dict[tuple[str, str], int]] = dict  # (job, result) -> runs
+    planfix_requests: Callable[[], dict[tuple[str, str], int]] = dict  # (method, code) -> requests
     health: Callable[[], tuple[bool, str]] = lambda: (True, "ok")
 
 
@@ -63,6 +65,16 @@ class _StateCollector(Collector):
         yield failed
         yield CounterMetricFamily(
             "planfix_bot_messages_sent", "Telegram messages sent since start.", value=self.readings.messages_sent())
+        polls = CounterMetricFamily("planfix_bot_job_runs", "Background job runs (feed poll, sweep, deadlines), by "
+                                    "result.", labels=["job", "result"])
+        for (job, result), count in sorted(self.readings.job_results().items()):
+            polls.add_metric([job, result], count)
+        yield polls
+        requests = CounterMetricFamily("planfix_bot_planfix_requests", "Planfix API requests since start, by method "
+                                       "and outcome (ok, an error code, or a failure kind).", labels=["method", "code"])
+        for (method, code), count in sorted(self.readings.planfix_requests().items()):
+            requests.add_metric([method, code], count)
+        yield requests
 
 
 @dataclass
@@ -73,12 +85,7 @@ class Metrics:
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
 
     def __post_init__(self) -> None:
-        r = self.registry
-        self.polls = Counter("planfix_bot_polls", "Polls of the Planfix action feed, by result.", ["result"], registry=r)
-        self.planfix_requests = Counter(
-            "planfix_bot_planfix_requests", "Planfix API requests, by method and error code (ok = none).",
-            ["method", "code"], registry=r)
-        r.register(_StateCollector(self.readings))
+        self.registry.register(_StateCollector(self.readings))
         self.started = time.monotonic()
 
     def exposition(self) -> bytes:

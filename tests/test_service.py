@@ -203,5 +203,6 @@ async def test_metrics_and_healthz(tmp_path):
             assert await daemon.stop() == 0
     for needle in ('planfix_bot_events_total{kind="status"} 1.0', "planfix_bot_outbox_depth",
                    "planfix_bot_planfix_budget_remaining", "planfix_bot_feed_lag_seconds",
-                   "planfix_bot_messages_sent_total 1.0"):
+                   "planfix_bot_messages_sent_total 1.0", 'planfix_bot_job_runs_total{job="poll",result="ok"}',
+                   'planfix_bot_planfix_requests_total{code="ok",method="action.getListByPeriod"}'):
         assert needle in text, text

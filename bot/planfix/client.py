@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from datetime import date, datetime, tzinfo
 from types import TracebackType
@@ -85,6 +86,7 @@ class PlanfixClient:
         if requests_per_second <= 0:
             raise ValueError("requests_per_second must be positive")
         self.budget = budget or Budget(requests_per_second=requests_per_second)
+        self.request_counts: Counter[tuple[str, str]] = Counter()  # (method, "ok" | error code | failure kind)
         self.url = url
         self.account = account
         self.api_timezone = api_timezone
@@ -201,6 +203,7 @@ class PlanfixClient:
                 self._log_failure(method, started, error)
                 raise error.redacted(self._all_secrets()) from exc
             self.budget.note_answer()
+            self.request_counts[(method, "ok")] += 1
             log.debug("planfix.request", method=method, http_status=200, duration_ms=_ms_since(started), bytes=len(raw))
             return response
         finally:
@@ -241,6 +244,9 @@ class PlanfixClient:
         return (*self._secrets, self._sid) if self._sid else self._secrets
 
     def _log_failure(self, method: str, started: float, exc: PlanfixError) -> None:
+        # A bounded label: the API error code, else the HTTP status, else the kind of failure.
+        outcome = exc.code or (f"http_{exc.http_status}" if exc.http_status else type(exc).__name__)
+        self.request_counts[(method, outcome)] += 1
         log.debug(
             "planfix.request_failed",
             method=method,

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import html
 import random
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -160,6 +161,7 @@ class BackgroundJob:
         self.next_run: datetime | None = None  # None: due now
         self.failures = 0
         self.runs = 0
+        self.results: Counter[str] = Counter()  # ok | transient | limited | config_error | crashed
 
     def seconds_until_due(self) -> float:
         if self.next_run is None:
@@ -181,12 +183,15 @@ class BackgroundJob:
             async with self.lock, asyncio.timeout(self.timeout):
                 await self.step()
         except PlanfixConfigError as exc:
+            self.results["config_error"] += 1
             await self.health.config_fatal(self.name, exc)
         except PlanfixLimitError as exc:
+            self.results["limited"] += 1
             until = self.budget.background_resume_at() or self.clock() + timedelta(seconds=self.max_backoff)
             self.next_run = until
             await self.health.limited(exc, until)
         except (PlanfixError, TimeoutError) as exc:
+            self.results["transient"] += 1
             self.failures += 1
             delay = self.backoff()
             self.next_run = self.clock() + timedelta(seconds=delay)
@@ -195,11 +200,13 @@ class BackgroundJob:
             level("job.retry", job=self.name, attempt=self.failures, retry_in_s=round(delay, 1), code=code,
                   error=str(exc) or type(exc).__name__, kind=type(exc).__name__)
         except Exception:
+            self.results["crashed"] += 1
             self.failures += 1
             delay = self.backoff()
             self.next_run = self.clock() + timedelta(seconds=delay)
             log.exception("job.crashed", job=self.name, attempt=self.failures, retry_in_s=round(delay, 1))
         else:
+            self.results["ok"] += 1
             if self.failures:
                 log.info("job.recovered", job=self.name, after_failures=self.failures)
             self.failures = 0
