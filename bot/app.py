@@ -20,19 +20,21 @@ from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from bot import logs, metrics
-from bot.chat.commands import TEXTS, ChatContext, build_router
+from bot.chat.audience import ChatAudience
+from bot.chat.commands import ChatContext, build_router, set_bot_commands
+from bot.chat.digest import CHECK_EVERY, DIGEST_GRACE, DailyDigest
+from bot.chat.texts import texts
 from bot.config import ConfigError, Settings, load_settings
 from bot.events import Event
-from bot.notify import render
 from bot.notify.compose import build_sender
 from bot.notify.routing import deliveries
 from bot.notify.sender import Sender
 from bot.planfix.budget import Budget
 from bot.planfix.client import PlanfixClient
-from bot.planfix.models import Task
 from bot.sdnotify import SystemdNotifier
-from bot.watch.jobs import Detection, detection_from_settings
+from bot.watch.jobs import BackgroundJob, Detection, detection_from_settings
 from bot.watch.poller import Poller
+from state.prefs import Prefs, TaskIndex
 from state.store import Store
 
 log = structlog.get_logger(__name__)
@@ -77,26 +79,30 @@ class Daemon:
     sender: Sender
     dispatcher: Dispatcher
     scheduler: AsyncIOScheduler | None = None
-    detection: Detection | None = None  # issue 4: feed poll, sweep, deadline checks, each an asyncio job
+    detection: Detection | None = None  # feed poll, sweep, deadline checks: APScheduler jobs
 
     @classmethod
     def build(cls, settings: Settings) -> Daemon:
         store = Store.open(settings.state.path)
         client = make_client(settings)
         bot = make_bot(settings)
-        lang = settings.display.language
-        web_url = settings.planfix.task_web_url
         holder: dict[str, Poller] = {}
+        # Issue 6: what chats asked for (subscriptions, follows, mutes, snoozes, language) joins the routing.
+        prefs = Prefs(store.db)
+        for old, new in store.chat_migrations().items():
+            prefs.adopt(old, new)
+        audience = ChatAudience(prefs, settings)
 
         def zone():
             return settings.display_zone(holder["poller"].api_timezone if holder else None)
 
-        sender = build_sender(settings, store, bot, zone=zone, open_button_text=TEXTS[lang]["open"])
+        sender = build_sender(settings, store, bot, zone=zone, language=audience.language, audience=audience,
+                              open_button_text=lambda chat_id: texts(audience.language(chat_id))["open"])
 
         def route(event: Event, now: datetime):
             return deliveries(
                 event, now, routes=settings.routes, users=settings.users, zone=zone(),
-                migrated=store.chat_migrations(),
+                migrated=store.chat_migrations(), audience=audience,
             )
 
         detection = detection_from_settings(
@@ -106,16 +112,31 @@ class Daemon:
         poller = detection.poller
         holder["poller"] = poller
 
-        def render_card(task: Task) -> str:
-            name = poller.statuses[task.status].name if task.status in poller.statuses else f"#{task.status}"
-            return render.render_task_card(task, status_name=name, lang=lang, tz=zone(), web_url=web_url)
-
-        dispatcher = Dispatcher()
-        dispatcher["chat"] = ChatContext(
-            settings=settings, client=client, store=store, render_card=render_card,
-            task_url=lambda general: render.task_url(web_url, general),
+        pacer = detection.pacer
+        chat = ChatContext(
+            settings=settings, client=client, store=store, prefs=prefs, tasks=TaskIndex(store.db), zone=zone,
+            statuses=lambda: poller.statuses, last_poll=lambda: poller.last_success,
+            poll_interval=pacer.interval if pacer else (lambda: settings.poll.interval_seconds),
+            problem=lambda: detection.problem, wake_sender=sender.wake,
+            sender_counts=lambda: (sender.sent, sender.failed),
         )
-        dispatcher.include_router(build_router(settings))
+        dispatcher = Dispatcher()
+        dispatcher["chat"] = chat
+        dispatcher.include_router(build_router())
+
+        async def on_polling_start(bot: Bot) -> None:
+            await set_bot_commands(bot, settings.display.language)
+
+        dispatcher.startup.register(on_polling_start)
+        # The daily digest reads snapshots only (no Planfix request); it runs with the detection jobs, once the
+        # first feed poll has brought the snapshots up to date (or after DIGEST_GRACE if Planfix stays away).
+        digest = DailyDigest(chat, on_queued=sender.wake)
+        started = datetime.now(UTC)
+        detection.jobs.append(BackgroundJob(
+            "digest", digest.step, interval=lambda: CHECK_EVERY, health=detection.health, budget=detection.budget,
+            lock=asyncio.Lock(), uses_planfix=False,
+            ready=lambda: poller.caught_up or datetime.now(UTC) - started > DIGEST_GRACE,
+        ))
         return cls(settings, store, client, bot, poller, sender, dispatcher, detection=detection)
 
     async def poll_job(self) -> None:
@@ -145,11 +166,12 @@ class Daemon:
 
     async def run(self, stop: asyncio.Event) -> None:
         interval = self.settings.poll.interval_seconds
-        self.scheduler = AsyncIOScheduler(timezone=UTC)
-        self.scheduler.start()
-        # The detection jobs sleep exactly until due (adaptive interval, back-off), so they are asyncio tasks.
+        # Every background job (feed poll, sweep, deadline checks, digests) runs on one APScheduler scheduler;
+        # each decides its own next run (adaptive interval, back-off) and never runs twice at once.
         assert self.detection is not None
-        detection_task = asyncio.create_task(self.detection.run(stop), name="detection")
+        self.scheduler = AsyncIOScheduler(timezone=UTC)
+        self.detection.schedule(self.scheduler)
+        self.scheduler.start()
         sender_task = asyncio.create_task(self.sender.run(), name="sender")
         chat_task = asyncio.create_task(self._run_chat(), name="chat")
         heartbeat = asyncio.create_task(self._service_heartbeat(SystemdNotifier()), name="heartbeat")
@@ -160,8 +182,7 @@ class Daemon:
         finally:
             log.info("daemon.stopping")
             self.scheduler.shutdown(wait=False)
-            detection_task.cancel()
-            await asyncio.gather(detection_task, return_exceptions=True)
+            await asyncio.sleep(0.1)  # let cancelled job steps unwind before the store closes
             heartbeat.cancel()
             if metrics_runner is not None:
                 await metrics_runner.cleanup()
@@ -218,6 +239,9 @@ class Daemon:
             events_by_kind=self.store.events_by_kind,
             failures_by_reason=self.store.failure_texts,
             messages_sent=lambda: self.sender.sent,
+            job_results=lambda: {(job.name, result): n for job in (self.detection.jobs if self.detection else [])
+                                 for result, n in job.results.items()},
+            planfix_requests=lambda: dict(self.client.request_counts),
             health=health,
         )
 

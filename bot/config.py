@@ -18,6 +18,13 @@ from bot.events import EVENT_KINDS
 DEFAULT_STATE_PATH = "/var/lib/planfix-bot/state.sqlite3"
 _QUIET_HOURS = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]):([0-5]\d)$")
 _LEAD = re.compile(r"^\d{1,5}[mhd]$")  # poll.remind_before entries: "30m", "24h", "2d"
+_CLOCK = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")  # digest_at: "09:00"
+
+
+def _clock_time(value: str | None) -> str | None:
+    if value is not None and not _CLOCK.match(value):
+        raise ValueError('must look like "09:00" (24-hour clock)')
+    return value
 
 
 class ConfigError(Exception):
@@ -167,6 +174,17 @@ class LoggingSettings(_Section):
 class UserLink(_Section):
     telegram_id: int
     planfix_id: int
+    digest_at: str | None = None  # "09:00": a daily digest (due today + overdue) in the user's private chat
+    timezone: str | None = None  # the user's IANA zone for digest_at and dates in commands; default: display zone
+
+    _digest_at = field_validator("digest_at")(_clock_time)
+
+    @field_validator("timezone")
+    @classmethod
+    def _user_zone(cls, name: str | None) -> str | None:
+        if name is not None:
+            _zone(name)
+        return name
 
 
 class Route(_Section):
@@ -178,6 +196,9 @@ class Route(_Section):
     timezone: str | None = None  # quiet_hours are read in this zone; default: the display zone
     urgent_bypasses_quiet_hours: bool = False  # HIGH-importance tasks are delivered even inside quiet_hours
     silent: bool = False  # deliver without a notification sound (disable_notification)
+    digest_at: str | None = None  # "09:00" in the route's zone: a daily digest of its projects' due and overdue tasks
+
+    _digest_at = field_validator("digest_at")(_clock_time)
 
     @field_validator("timezone")
     @classmethod

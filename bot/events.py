@@ -13,6 +13,8 @@ OVERDUE = "overdue"
 EVENT_KINDS = (STATUS, DEADLINE, OVERDUE)  # the contract's three kinds (DESIGN.md §3); routes default to these
 REMINDER = "reminder"  # the deadline is near: old_value = lead time ("24h"), new_value = the deadline
 DIGEST = "digest"  # many events for one chat folded into one message: `items` holds their to_json() dicts
+DAILY = "daily"  # the daily digest of one chat (issue 6): old_value = its local day, new_value = its time zone,
+# `items` = the tasks due that day and overdue; task_id = -YYYYMMDD, so it never coalesces with anything else
 
 
 @dataclass(frozen=True)

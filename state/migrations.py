@@ -79,3 +79,48 @@ def m002_detection_sweep(db: Database) -> None:
     """Issue 4: the task ids the current reconciliation pass has seen in Planfix's active list (the rest are
     checked one by one at the end of the pass: closed, deleted or no longer visible)."""
     db.execute("CREATE TABLE IF NOT EXISTS sweep_seen (task_id INTEGER PRIMARY KEY)")
+
+
+@migrations()
+def m004_chat_prefs(db: Database) -> None:
+    """Issue 6: what chats asked for — language, mute, subscriptions, followed tasks, snoozes — plus the daily
+    digest log, saved list queries (for paging buttons) and the cache of each task's latest actions."""
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS chat_settings (chat_id INTEGER PRIMARY KEY, language TEXT, muted_until REAL, "
+        "updated_at TEXT NOT NULL)"
+    )
+    db.execute(
+        """CREATE TABLE IF NOT EXISTS chat_subscriptions (
+            chat_id INTEGER NOT NULL,
+            project_id INTEGER NOT NULL,  -- 0: every project
+            kinds TEXT NOT NULL,          -- comma-separated event kinds
+            created_by INTEGER NOT NULL,  -- Telegram user id: the subscription shows only what they may see
+            created_at TEXT NOT NULL,
+            PRIMARY KEY (chat_id, project_id)
+        )"""
+    )
+    db.execute(
+        """CREATE TABLE IF NOT EXISTS chat_follows (
+            chat_id INTEGER NOT NULL,
+            task_id INTEGER NOT NULL,
+            general INTEGER NOT NULL,
+            created_by INTEGER NOT NULL,
+            created_at TEXT NOT NULL,
+            PRIMARY KEY (chat_id, task_id)
+        )"""
+    )
+    db.execute("CREATE INDEX IF NOT EXISTS chat_follows_task ON chat_follows (task_id)")
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS chat_snoozes (chat_id INTEGER NOT NULL, task_id INTEGER NOT NULL, "
+        "until REAL NOT NULL, PRIMARY KEY (chat_id, task_id))"
+    )
+    db.execute("CREATE TABLE IF NOT EXISTS chat_digests (chat_id INTEGER PRIMARY KEY, day TEXT NOT NULL, at TEXT NOT NULL)")
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS chat_lists (id INTEGER PRIMARY KEY AUTOINCREMENT, chat_id INTEGER NOT NULL, "
+        "user_id INTEGER NOT NULL, kind TEXT NOT NULL, query TEXT NOT NULL, created_at REAL NOT NULL)"
+    )
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS task_history (task_id INTEGER PRIMARY KEY, newest_action_id INTEGER NOT NULL, "
+        "fetched_at REAL NOT NULL, actions TEXT NOT NULL)"
+    )
+    db.execute("CREATE INDEX IF NOT EXISTS seen_actions_task ON seen_actions (task_id, action_id)")

@@ -1,12 +1,27 @@
-"""Who may use the bot and which tasks each person may see: the one place that decides visibility."""
+"""Who may use the bot and which tasks each person may see: the one place that decides visibility.
+
+`may_see` is the only visibility decision in the code base: every command, every inline button and every
+subscription (bot/chat/audience.py) asks it, about a live Planfix card, a stored snapshot or an event alike.
+SQL may narrow candidates first, but never decides. `AccessMiddleware` guards every message and button handler:
+strangers get a short refusal with no data.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol
 
+import structlog
+from aiogram import BaseMiddleware, Bot
+from aiogram.enums import ChatType
+from aiogram.types import CallbackQuery, Chat, Message, TelegramObject
+
+from bot.chat.texts import texts
 from bot.config import UserLink
 from bot.planfix.models import Task
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -29,8 +44,72 @@ def viewer_for(telegram_id: int | None, *, users: Sequence[UserLink], admin_ids:
     return Viewer(telegram_id, link.planfix_id if link else None, is_admin)
 
 
-def may_see(viewer: Viewer, task: Task) -> bool:
-    """Admins see every task the API token sees; a linked user only tasks their Planfix user takes part in."""
+class HasParticipants(Protocol):
+    """A snapshot, an event or a task view: `participants` holds the Planfix user ids taking part."""
+
+    participants: Any
+
+
+def participants_of(item: Task | HasParticipants) -> frozenset[int]:
+    if isinstance(item, Task):
+        return item.participant_ids()
+    return frozenset(int(p) for p in (item.participants or ()))
+
+
+def may_see(viewer: Viewer, item: Task | HasParticipants) -> bool:
+    """Admins see every task the API token sees; a linked user only tasks their Planfix user takes part in (owner,
+    assignee, participant, auditor). `item` is a live card (Task), a stored Snapshot, an Event or a TaskView."""
     if viewer.is_admin:
         return True
-    return viewer.planfix_id is not None and viewer.planfix_id in task.participant_ids()
+    return viewer.planfix_id is not None and viewer.planfix_id in participants_of(item)
+
+
+def sql_prefilter(viewer: Viewer) -> int | None:
+    """The Planfix user id by which SQL may narrow the candidate tasks before `may_see` decides on each one, or
+    None when no narrowing is possible (an admin may see every task)."""
+    return None if viewer.is_admin else viewer.planfix_id
+
+
+async def may_change_chat(bot: Bot, chat: Chat, viewer: Viewer) -> bool:
+    """Whether this user may change the chat's subscriptions, mute or language: their own private chat, or a group
+    they administer (getChatMember), or anywhere for a bot admin."""
+    if viewer.is_admin or chat.type == ChatType.PRIVATE:
+        return True
+    try:
+        member = await bot.get_chat_member(chat.id, viewer.telegram_id)
+    except Exception as exc:  # Telegram down or the bot not in the chat any more: refuse, say why in the log
+        log.warning("chat.admin_check_failed", chat=chat.id, user=viewer.telegram_id, error=str(exc))
+        return False
+    return member.status in ("creator", "administrator")
+
+
+class AccessMiddleware(BaseMiddleware):
+    """Lets listed users and admins through with a `viewer` and the chat's `lang`; gives everyone else a short
+    refusal (their own Telegram id, nothing else). Inner middleware: runs only for updates a handler matched."""
+
+    async def __call__(
+        self,
+        handler: Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]],
+        event: TelegramObject,
+        data: dict[str, Any],
+    ) -> Any:
+        ctx = data["chat"]
+        user = getattr(event, "from_user", None)
+        message = event.message if isinstance(event, CallbackQuery) else event
+        chat_id = message.chat.id if isinstance(message, Message) else (user.id if user else 0)
+        ctx.follow_migration(chat_id)
+        lang = ctx.lang(chat_id)
+        viewer = viewer_for(
+            user.id if user else None, users=ctx.settings.users, admin_ids=ctx.settings.telegram.admin_ids
+        )
+        if viewer is None:
+            log.info("chat.refused", user=user.id if user else None, chat=chat_id)
+            text = texts(lang)["refused"].format(user_id=user.id if user else "?")
+            if isinstance(event, Message):
+                await event.answer(text)
+            elif isinstance(event, CallbackQuery):
+                await event.answer(text, show_alert=True)
+            return None
+        data["viewer"] = viewer
+        data["lang"] = lang
+        return await handler(event, data)

@@ -161,10 +161,12 @@ class FakeTelegram:
         self.in_flight = 0  # sending requests received and not yet answered (a hang keeps them here)
         self.commands: dict[str, list[dict[str, Any]]] = {}  # json(scope)+language -> setMyCommands list
         self.chats: dict[int, dict[str, Any]] = {}  # what user_sends() taught the fake about chats
+        self.chat_admins: dict[int, set[int]] = {}  # group chat id -> its administrators' user ids (getChatMember)
         self._messages: dict[tuple[int, int], dict[str, Any]] = {}  # current Message objects
         self._message_ids: dict[int, itertools.count[int]] = {}
         self._update_ids = itertools.count(1)
         self._callback_ids = itertools.count(1)
+        self._creators: dict[int, int] = {}
         self._open_callbacks: set[str] = set()
         self._updates: list[_Update] = []
         self._rules: list[_Rule] = []
@@ -179,6 +181,7 @@ class FakeTelegram:
             "getme": self._get_me,
             "sendmessage": self._send_message,
             "editmessagetext": self._edit_message_text,
+            "editmessagereplymarkup": self._edit_message_reply_markup,
             "deletewebhook": self._true,
             "getupdates": self._get_updates,
             "setmycommands": self._set_my_commands,
@@ -186,6 +189,7 @@ class FakeTelegram:
             "getmycommands": self._get_my_commands,
             "answercallbackquery": self._answer_callback_query,
             "getchat": self._get_chat,
+            "getchatmember": self._get_chat_member,
             "sendchataction": self._send_chat_action,
             "close": self._true,
             "logout": self._true,
@@ -296,6 +300,17 @@ class FakeTelegram:
             "data": data,
         }
         return self._queue("callback_query", query)
+
+    def set_chat_admins(self, chat_id: int, *user_ids: int) -> None:
+        """Who getChatMember reports as administrators of a group (the first one as its creator)."""
+        self.chat_admins[chat_id] = set(user_ids)
+        self._creators[chat_id] = user_ids[0] if user_ids else 0
+
+    def take_updates(self) -> list[dict[str, Any]]:
+        """Remove and return the queued updates (as getUpdates would serve them), for tests that feed updates to
+        a dispatcher directly instead of running polling."""
+        updates, self._updates = self._updates, []
+        return [u.to_api() for u in updates]
 
     # ── fault injection ──────────────────────────────────────────────────────────────────────────────────────
 
@@ -469,6 +484,28 @@ class FakeTelegram:
         self._record(message, params, edited=True)
         return message
 
+    async def _edit_message_reply_markup(self, params: dict[str, Any]) -> dict[str, Any] | bool:
+        """Only the inline keyboard changes; recorded in `sent` like a text edit (same text, edited=True)."""
+        if params.get("inline_message_id"):
+            return True
+        chat_id = _chat_id(params)
+        message_id = params.get("message_id")
+        current = self._messages.get((chat_id, message_id)) if isinstance(message_id, int) else None
+        if current is None or current.get("from", {}).get("id") != self.bot_id:
+            raise ApiError(400, "Bad Request: message to edit not found")
+        markup = _reply_markup(params)
+        if _inline(markup) == current.get("reply_markup"):
+            raise ApiError(400, _NOT_MODIFIED)
+        message = dict(current, edit_date=int(time.time()))
+        message.pop("reply_markup", None)
+        if _inline(markup) is not None:
+            message["reply_markup"] = markup
+        previous = next((m for m in reversed(self.sent) if (m.chat_id, m.message_id) == (chat_id, message_id)), None)
+        text = previous.text if previous else current["text"]
+        self._record(message, {**params, "text": text, "parse_mode": previous.parse_mode if previous else None},
+                     edited=True)
+        return message
+
     async def _get_updates(self, params: dict[str, Any]) -> list[dict[str, Any]]:
         self._poll_generation += 1
         generation = self._poll_generation
@@ -518,6 +555,26 @@ class FakeTelegram:
             False,
         )
         return chat | {"accent_color_id": 0, "max_reaction_count": 11, "accepted_gift_types": gifts}
+
+    async def _get_chat_member(self, params: dict[str, Any]) -> dict[str, Any]:
+        chat_id = _chat_id(params)
+        user_id = params.get("user_id")
+        if not isinstance(user_id, int):
+            raise ApiError(400, "Bad Request: invalid user_id specified")
+        user = {"id": user_id, "is_bot": False, "first_name": f"User {user_id}"}
+        if chat_id > 0:  # a private chat: the other party is a plain member
+            return {"status": "member", "user": user}
+        if self._creators.get(chat_id) == user_id:
+            return {"status": "creator", "user": user, "is_anonymous": False}
+        if user_id in self.chat_admins.get(chat_id, set()):
+            rights = dict.fromkeys(
+                ("can_be_edited", "is_anonymous", "can_manage_chat", "can_delete_messages", "can_manage_video_chats",
+                 "can_restrict_members", "can_promote_members", "can_change_info", "can_invite_users",
+                 "can_post_stories", "can_edit_stories", "can_delete_stories", "can_send_welcome_messages"),
+                False,
+            )
+            return {"status": "administrator", "user": user, **rights}
+        return {"status": "member", "user": user}
 
     async def _send_chat_action(self, params: dict[str, Any]) -> bool:
         _chat_id(params)

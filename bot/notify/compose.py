@@ -12,17 +12,19 @@ from aiogram import Bot
 from bot.config import Settings
 from bot.events import DIGEST, Event
 from bot.notify import render
-from bot.notify.routing import route_of_chat, send_time_deferral
+from bot.notify.routing import Audience, route_of_chat, send_time_deferral
 from bot.notify.sender import Rendered, Sender
 from state.store import Store
 
 Renderer = Callable[[Sequence[Event], int], Rendered]
 
 
-def make_renderer(settings: Settings, zone: Callable[[], ZoneInfo], store: Store | None = None) -> Renderer:
-    """Events → the message for one chat: HTML in display.language/zone, a short fallback, the button's link,
-    and the route's `silent` option (also for a group that has since migrated to a new id)."""
-    lang = settings.display.language
+def make_renderer(settings: Settings, zone: Callable[[], ZoneInfo], store: Store | None = None, *,
+                  language: Callable[[int], str] | None = None) -> Renderer:
+    """Events → the message for one chat: HTML in the chat's language (`language`, else display.language) and the
+    display zone, a short fallback, the button's link, and the route's `silent` option (also for a group that has
+    since migrated to a new id)."""
+    default_lang = settings.display.language
     web_url = settings.planfix.task_web_url
     silent_routes = [r for r in settings.routes if r.silent]
 
@@ -35,6 +37,7 @@ def make_renderer(settings: Settings, zone: Callable[[], ZoneInfo], store: Store
         short = f'<b>#{html.escape(str(last.task_general))}</b> <a href="{html.escape(url)}">{html.escape(url)}</a>'
         migrated = store.chat_migrations() if (store is not None and silent_routes) else {}
         silent = route_of_chat(chat_id, silent_routes, migrated) is not None
+        lang = language(chat_id) if language is not None else default_lang
         text = render.render_events(list(events), lang=lang, tz=zone(), web_url=web_url)
         return Rendered(text, short, url, silent=silent)
 
@@ -42,18 +45,21 @@ def make_renderer(settings: Settings, zone: Callable[[], ZoneInfo], store: Store
 
 
 def build_sender(settings: Settings, store: Store, bot: Bot, *, zone: Callable[[], ZoneInfo],
-                 open_button_text: str) -> Sender:
-    """The Sender as configured by [delivery], [[routes]] and telegram.admin_ids."""
+                 open_button_text: str | Callable[[int], str], language: Callable[[int], str] | None = None,
+                 audience: Audience | None = None) -> Sender:
+    """The Sender as configured by [delivery], [[routes]] and telegram.admin_ids; `language` and `audience`
+    (issue 6) add per-chat languages and the mutes and snoozes chats asked for."""
     delivery = settings.delivery
+    button = open_button_text if callable(open_button_text) else (lambda chat_id: open_button_text)
     return Sender(
         bot=bot,
         store=store,
-        render=make_renderer(settings, zone, store),
+        render=make_renderer(settings, zone, store, language=language),
         admin_ids=settings.telegram.admin_ids,
-        open_button_text=lambda chat_id: open_button_text,
+        open_button_text=button,
         coalesce_window=timedelta(seconds=delivery.coalesce_seconds),
         send_timeout=delivery.send_timeout_seconds,
         long_wait_alert=delivery.long_wait_alert_seconds,
         max_in_flight=delivery.max_in_flight,
-        defer=send_time_deferral(settings.routes, zone, store.chat_migrations),
+        defer=send_time_deferral(settings.routes, zone, store.chat_migrations, audience=audience),
     )

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
 
-from bot.events import DEADLINE, DIGEST, OVERDUE, REMINDER, STATUS, Event
+from bot.events import DAILY, DEADLINE, DIGEST, OVERDUE, REMINDER, STATUS, Event
 from bot.notify.planfix_html import planfix_html_to_telegram, truncate, utf16_len
 from bot.planfix.models import Deadline, PersonRef, Task
 
@@ -17,6 +17,7 @@ __all__ = [
     "escape",
     "format_deadline",
     "planfix_html_to_telegram",
+    "relative_deadline",
     "render_event",
     "render_events",
     "render_task_card",
@@ -59,6 +60,11 @@ TEXTS: dict[str, dict[str, str]] = {
         "digest": "Пока бот не работал: {n} {changes}",
         "changes": "изменение|изменения|изменений",
         "units": "m=минуту|минуты|минут;h=час|часа|часов;d=день|дня|дней;w=неделю|недели|недель",
+        "due_in": "через {n} {unit}",
+        "due_late": "просрочена на {n} {unit}",
+        "daily": "Задачи на {day}: просрочено {overdue}, срок сегодня {today}",
+        "daily_overdue": "Просрочены",
+        "daily_today": "Срок сегодня",
     },
     "en": {
         "status": "Status",
@@ -84,9 +90,15 @@ TEXTS: dict[str, dict[str, str]] = {
         "digest": "While the bot was away: {n} {changes}",
         "changes": "change|changes|changes",
         "units": "m=minute|minutes|minutes;h=hour|hours|hours;d=day|days|days;w=week|weeks|weeks",
+        "due_in": "in {n} {unit}",
+        "due_late": "{n} {unit} overdue",
+        "daily": "Tasks for {day}: {overdue} overdue, {today} due today",
+        "daily_overdue": "Overdue",
+        "daily_today": "Due today",
     },
 }
-ICONS = {STATUS: "🔄", DEADLINE: "📅", OVERDUE: "⏰", REMINDER: "⏳", DIGEST: "🗂", "card": "📋", "other": "🔔"}
+ICONS = {STATUS: "🔄", DEADLINE: "📅", OVERDUE: "⏰", REMINDER: "⏳", DIGEST: "🗂", DAILY: "🗓", "card": "📋",
+         "other": "🔔"}
 
 _DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _LEAD_PART = re.compile(r"(\d{1,6})\s*([mhdw])", re.IGNORECASE)
@@ -108,6 +120,8 @@ def render_event(event: Event, *, lang: str, tz: ZoneInfo, web_url: str) -> str:
     texts = TEXTS[lang]
     if event.kind == DIGEST:
         return _render_digest(event, lang, tz, web_url)
+    if event.kind == DAILY:
+        return _render_daily(event, lang, tz, web_url)
     icon = ICONS.get(event.kind, ICONS["other"])
     lines = [_header(icon, event.task_general, event.task_title, web_url, texts)]
     if event.project_title:
@@ -331,6 +345,74 @@ def _render_digest(event: Event, lang: str, tz: ZoneInfo, web_url: str) -> str:
         if total > len(items):  # unreadable items are counted, not hidden
             lines.append(escape(texts["more"].format(n=total - len(items))))
     return _fit("\n".join(lines), ICONS[DIGEST], event.task_general, web_url, texts)
+
+
+def relative_deadline(due: float, now: datetime, lang: str) -> str:
+    """How far a deadline (epoch seconds) is from `now`, in words: "in 3 hours", "2 days overdue" (whole units,
+    rounded down, at least 1 minute; hours up to two days, then days)."""
+    lang = _lang(lang)
+    texts = TEXTS[lang]
+    seconds = due - now.timestamp()
+    minutes = max(1, int(abs(seconds) // 60))
+    if minutes < 60:
+        n, unit = minutes, "m"
+    elif minutes < 48 * 60:
+        n, unit = minutes // 60, "h"
+    else:
+        n, unit = minutes // (24 * 60), "d"
+    units = dict(item.split("=") for item in texts["units"].split(";"))
+    key = "due_in" if seconds > 0 else "due_late"
+    return texts[key].format(n=n, unit=_plural(n, units[unit], lang))
+
+
+def _render_daily(event: Event, lang: str, tz: ZoneInfo, web_url: str) -> str:
+    """The daily digest of one chat: its overdue tasks, then those due that day, each linked, cut at a line
+    boundary with "and N more" so that it always fits. Dates in the chat's zone (the event's new_value)."""
+    texts = TEXTS[lang]
+    try:
+        zone = ZoneInfo(event.new_value) if event.new_value else tz
+    except (KeyError, ValueError):
+        zone = tz
+    items = [dict(item) for item in event.items]
+    overdue = [i for i in items if i.get("overdue")]
+    today = [i for i in items if not i.get("overdue")]
+    try:
+        day = _date(date.fromisoformat(event.old_value or ""))
+    except ValueError:
+        day = truncate(event.old_value or "", 20)
+    header = texts["daily"].format(day=day, overdue=len(overdue), today=len(today))
+    lines = [f"{ICONS[DAILY]} <b>{escape(header)}</b>"]
+    used = 0
+    shown = 0
+    for title, group in ((texts["daily_overdue"], overdue), (texts["daily_today"], today)):
+        if not group:
+            continue
+        lines.append(f"\n<b>{escape(title)}</b>")
+        for item in group:
+            line = _daily_line(item, lang, zone, web_url, event.occurred_at)
+            cost = _visible_len(line) + 1
+            if used + cost > DIGEST_BUDGET:
+                lines.append(escape(texts["more"].format(n=len(items) - shown)))
+                return _fit("\n".join(lines), ICONS[DAILY], 0, web_url, texts)
+            lines.append(line)
+            used += cost
+            shown += 1
+    return _fit("\n".join(lines), ICONS[DAILY], 0, web_url, texts)
+
+
+def _daily_line(item: dict, lang: str, tz: ZoneInfo, web_url: str, now: datetime) -> str:
+    texts = TEXTS[lang]
+    try:
+        general = int(item.get("general") or 0)
+    except (TypeError, ValueError):
+        general = 0
+    url = escape(task_url(web_url, general))
+    title = escape(truncate(" ".join(str(item.get("title") or "").split()), DIGEST_TITLE_LIMIT)) or escape(texts["untitled"])
+    when = escape(format_deadline(item.get("deadline"), lang=lang, tz=tz))
+    due = item.get("deadline_due")
+    if isinstance(due, (int, float)) and item.get("overdue"):
+        when += f" ({escape(relative_deadline(float(due), now, lang))})"
+    return f'• <a href="{url}">#{escape(general)}</a> {title} — {when}'
 
 
 def _when(moment: datetime, tz: ZoneInfo) -> str:

@@ -2,13 +2,19 @@
 
 Quiet hours are a property of a route: inside the window a route's messages are deferred to its end (never
 dropped), read in the route's own time zone; HIGH-importance tasks may bypass the window when the route says so.
+
+Chats can also ask for more from Telegram (issue 6): an `Audience` (bot/chat/audience.py) adds the chats subscribed
+to the event's project or following its task — each already checked against who may see the task — and says how
+long a chat's mute or a task's snooze holds a message back (deferred like quiet hours, never dropped).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import dataclasses
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
+from typing import Protocol
 from zoneinfo import ZoneInfo
 
 from bot.config import Route, UserLink
@@ -16,6 +22,18 @@ from bot.events import Event
 from state.records import DeliveryRow
 
 URGENT = "HIGH"
+
+
+class Audience(Protocol):
+    """Recipients and deferrals that come from chat preferences rather than from the config."""
+
+    def recipients(self, event: Event) -> Iterable[int]:
+        """Chat ids that asked for this event (subscriptions, follows), visibility already checked."""
+        ...
+
+    def defer_until(self, chat_id: int, event: Event, now: datetime) -> datetime | None:
+        """Until when the chat holds this event back (a mute, a snooze), or None."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -82,13 +100,24 @@ def deliveries(
     users: Sequence[UserLink],
     zone: ZoneInfo,
     migrated: Mapping[int, int] | None = None,
+    audience: Audience | None = None,
 ) -> list[DeliveryRow]:
-    """Outbox rows for an event: one per recipient chat, deferred (never dropped) inside quiet hours."""
+    """Outbox rows for an event: one per recipient chat, deferred (never dropped) inside quiet hours, a chat's
+    mute or a task's snooze (`audience`, which also adds subscribed and following chats)."""
     migrated = migrated or {}
     rows: dict[int, DeliveryRow] = {}
     for rcpt in recipients(event, routes, users):
         chat_id = migrated.get(rcpt.chat_id, rcpt.chat_id)
         rows.setdefault(chat_id, DeliveryRow(event.key, chat_id, route_quiet_until(rcpt.route, event, now, zone)))
+    if audience is not None:
+        for wanted in audience.recipients(event):
+            chat_id = migrated.get(wanted, wanted)
+            route = route_of_chat(chat_id, routes, migrated)  # a route chat keeps its quiet hours
+            rows.setdefault(chat_id, DeliveryRow(event.key, chat_id, route_quiet_until(route, event, now, zone)))
+        for chat_id, row in list(rows.items()):
+            later = audience.defer_until(chat_id, event, now)
+            if later is not None and (row.not_before is None or later > row.not_before):
+                rows[chat_id] = dataclasses.replace(row, not_before=later)
     return list(rows.values())
 
 
@@ -101,14 +130,19 @@ def route_of_chat(chat_id: int, routes: Sequence[Route], migrated: Mapping[int, 
 
 
 def send_time_deferral(
-    routes: Sequence[Route], zone: Callable[[], ZoneInfo], migrated: Callable[[], Mapping[int, int]]
+    routes: Sequence[Route], zone: Callable[[], ZoneInfo], migrated: Callable[[], Mapping[int, int]],
+    *, audience: Audience | None = None,
 ) -> Callable[[int, Event, datetime], datetime | None]:
-    """For the sender: a row that became due late (a retry, a restart) must not slip into quiet hours either."""
+    """For the sender: a row that became due late (a retry, a restart) must not slip into quiet hours (or a mute
+    or snooze set since it was queued) either."""
     quiet = [r for r in routes if r.quiet_hours]
 
     def defer(chat_id: int, event: Event, now: datetime) -> datetime | None:
-        if not quiet:
-            return None
-        return route_quiet_until(route_of_chat(chat_id, quiet, migrated()), event, now, zone())
+        until = route_quiet_until(route_of_chat(chat_id, quiet, migrated()), event, now, zone()) if quiet else None
+        if audience is not None:
+            held = audience.defer_until(chat_id, event, now)
+            if held is not None and (until is None or held > until):
+                until = held
+        return until
 
     return defer

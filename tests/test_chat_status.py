@@ -1,0 +1,55 @@
+"""/status, /start, /help and the command menu at the dispatcher level."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from bot.chat.commands import set_bot_commands
+from bot.chat.texts import MENU
+from tests.chat_harness import ADMIN_TG, ANNA_TG, ChatHarness
+
+
+@pytest.fixture
+async def h(tmp_path):
+    async with ChatHarness(tmp_path) as harness:
+        await harness.poll()
+        yield harness
+
+
+async def test_status_for_admins_shows_health_budget_outbox_and_inactive_chats(h):
+    """/status shows version, uptime, last poll and lag, requests vs budget, outbox, inactive chats and why."""
+    h.store.set_chat_active(-100321, False, "Forbidden: bot was kicked from the group chat", datetime.now(UTC))
+    [reply] = await h.send("/status", user=ADMIN_TG)
+    text = reply.plain_text
+    assert "planfix-bot 0.1.0" in text and "up " in text
+    assert "Last successful poll:" in text and "s ago)" in text
+    assert f"Planfix requests today: {h.client.budget.used - 0} of 20000" in text
+    assert "Outbox: empty" in text
+    assert "-100321 — Forbidden: bot was kicked" in text
+
+
+async def test_status_is_for_bot_admins_only(h):
+    """A linked user who is not a bot admin gets a one-line refusal from /status."""
+    [reply] = await h.send("/status", user=ANNA_TG)
+    assert reply.plain_text == "This command is for the bot's admins only."
+
+
+async def test_start_shows_the_chat_id_and_re_enables_a_blocked_chat(h):
+    """/start tells the chat id and marks a chat that had blocked the bot active again."""
+    h.store.set_chat_active(ANNA_TG, False, "Forbidden: bot was blocked by the user", datetime.now(UTC))
+    [reply] = await h.send("/start")
+    assert str(ANNA_TG) in reply.plain_text and "/my" in reply.plain_text
+    assert h.store.chat(ANNA_TG).active
+
+
+async def test_command_menu_is_set_in_russian_and_english_and_failures_are_not_fatal(h):
+    """setMyCommands: the default list plus a Russian and an English one; a Telegram error is only logged."""
+    await set_bot_commands(h.bot, "ru")
+    keys = sorted(h.tg.commands)
+    assert len(keys) == 3 and any(k.endswith("|ru") for k in keys) and any(k.endswith("|en") for k in keys)
+    english = next(v for k, v in h.tg.commands.items() if k.endswith("|en"))
+    assert [c["command"] for c in english] == list(MENU) and english[0]["description"] == "my active tasks"
+    h.tg.inject_error(500, "Internal Server Error", method="setMyCommands", times=5)
+    await set_bot_commands(h.bot, "en")  # no exception
