@@ -220,7 +220,7 @@ class Poller:
         changes.forget = self.stored_ids(missing)
         catchup = not self.caught_up or now - cursor > self.catchup_after
         result = self.commit(changes, now, catchup=catchup, meta={CURSOR: now.isoformat()})
-        self._held = held
+        self._held = held | (self._held - set(touched))  # keep what the sweep handed over during this poll
         if now.minute == 0:
             self.store.prune_seen_actions(now - SEEN_ACTIONS_KEPT)
         result.actions, result.tasks = len(fresh), len(tasks)
@@ -256,6 +256,14 @@ class Poller:
                 return []
             middle = len(ids) // 2
             return await self._cards(ids[:middle]) + await self._cards(ids[middle:])
+
+    def hand_to_feed(self, diffs: list[TaskDiff]) -> list[TaskDiff]:
+        """For the sweep, which reads cards without actions: leave its status and deadline changes to the next feed
+        poll, which fetches those tasks again with their actions (so the author is known) and announces them even
+        if no action ever explains them. Returns the diffs the sweep may commit itself."""
+        kept, handed = hold_unattributed(diffs, already_held=set())
+        self._held |= handed
+        return kept
 
     def stored_ids(self, ids: Iterable[int]) -> list[int]:
         """Which of these tasks have a stored snapshot (to forget when Planfix no longer shows them)."""

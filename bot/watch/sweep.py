@@ -114,7 +114,8 @@ class Sweep:
             await self.poller._learn_new_statuses(cards)
         # No await below: the diff and the commit see one consistent state.
         now = self.poller.clock()
-        changes = Changes(diffs=self.poller.diff_cards(cards, [], now), forget=self.poller.stored_ids(missing))
+        changes = Changes(diffs=self.poller.hand_to_feed(self.poller.diff_cards(cards, [], now)),
+                          forget=self.poller.stored_ids(missing))
         last = is_last_page(page, number, self.page_size)
         state = SweepState(page=1 if last else number + 1, total=total, phase=VERIFY if last else PAGES,
                            passes=self.state.passes)
@@ -134,7 +135,8 @@ class Sweep:
             cards, missing = await self.poller.fetch_cards(ids)
             await self.poller._learn_new_statuses(cards)
         now = self.poller.clock()
-        changes = Changes(diffs=self.poller.diff_cards(cards, [], now), forget=self.poller.stored_ids(missing))
+        changes = Changes(diffs=self.poller.hand_to_feed(self.poller.diff_cards(cards, [], now)),
+                          forget=self.poller.stored_ids(missing))
         result = self._commit(changes, now, self.state, seen=ids, new_pass=False)
         log.info("sweep.verified", tasks=len(ids), events=len(result.events), forgotten=len(changes.forget))
         return result
