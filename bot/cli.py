@@ -18,12 +18,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="planfix-bot",
         description="Watch a Planfix account and tell Telegram chats when tasks change "
-        "(status, deadline, overdue); answer /task lookups.",
+        "(status, deadline, overdue, reminders); answer chat commands such as /task, /my and /find.",
         epilog="A config error exits with status 2 and one line naming the key. See config.example.toml.",
     )
     parser.add_argument("--version", action="version", version=f"planfix-bot {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    run = commands.add_parser("run", help="run the daemon in the foreground until SIGTERM/SIGINT")
+    run = commands.add_parser(
+        "run", help="run the daemon in the foreground until SIGTERM/SIGINT; SIGHUP reloads the config",
+        description="Run the daemon in the foreground. SIGTERM/SIGINT stop it cleanly (exit 0); SIGHUP re-reads the "
+        "config (a bad file is refused and the running config kept). Exit 2: config error or another instance "
+        "already uses the state file.")
     run.add_argument("--config", required=True, metavar="PATH", help="TOML configuration file")
     check = commands.add_parser("check", help="validate the config, reach Planfix and Telegram, report")
     check.add_argument("--config", required=True, metavar="PATH", help="TOML configuration file")
