@@ -16,18 +16,10 @@ from typing import Any
 
 import sqlite_utils
 
+from state.store import _iso, _ts  # one definition of how moments are stored
+
 ALL_PROJECTS = 0  # chat_subscriptions.project_id for "every project"
 LIST_QUERIES_KEPT = 7 * 24 * 3600.0  # seconds: paging buttons of older /find lists say "expired"
-
-
-def _ts(moment: datetime) -> float:
-    if moment.tzinfo is None:
-        raise ValueError("naive datetime given to the state store")
-    return moment.timestamp()
-
-
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat()
 
 
 def _when(value: float | None) -> datetime | None:

@@ -6,25 +6,11 @@ import os
 import subprocess
 from datetime import date, timedelta
 
-import pytest
-
-from bot.fakes.planfix import FakePlanfix
-from bot.fakes.telegram import FakeTelegram
 from tests.e2e import Daemon, daemon_config, planfix_bot_command, wait_polls, write_config
 
 TEAM = -100777
 ANNA_TG, BORIS_TG, STRANGER_TG = 501, 502, 666
 ANNA, BORIS, CYRIL = 10, 11, 12
-
-
-@pytest.fixture
-async def fakes():
-    pf, tg = FakePlanfix(account="acme"), FakeTelegram()
-    await pf.start()
-    await tg.start()
-    yield pf, tg
-    await tg.stop()
-    await pf.stop()
 
 
 def team_config(tmp_path, pf, tg):

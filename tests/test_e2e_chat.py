@@ -5,9 +5,6 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-import pytest
-
-from bot.fakes.planfix import FakePlanfix
 from bot.fakes.telegram import FakeTelegram, SentMessage
 from tests.e2e import Daemon, daemon_config, wait_polls, wait_until, write_config
 
@@ -15,16 +12,6 @@ TEAM, GROUP = -100777, -100888
 ANNA_TG, BORIS_TG, ADMIN_TG, STRANGER_TG = 501, 502, 900, 666
 ANNA, BORIS = 10, 11
 MOSCOW = ZoneInfo("Europe/Moscow")
-
-
-@pytest.fixture
-async def fakes():
-    pf, tg = FakePlanfix(account="acme"), FakeTelegram()
-    await pf.start()
-    await tg.start()
-    yield pf, tg
-    await tg.stop()
-    await pf.stop()
 
 
 def digest_time() -> str:

@@ -13,25 +13,12 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import pytest
-
-from bot.fakes.planfix import FakePlanfix
 from bot.fakes.telegram import FakeTelegram
 from tests.e2e import Daemon, daemon_config, wait_polls, wait_until, write_config
 
 ADMIN = 900
 CYRIL = 12  # a Planfix user nobody in Telegram is linked to: the one who changes things
 LINKED_601 = 60
-
-
-@pytest.fixture
-async def fakes():
-    pf, tg = FakePlanfix(account="acme"), FakeTelegram()
-    await pf.start()
-    await tg.start()
-    yield pf, tg
-    await tg.stop()
-    await pf.stop()
 
 
 def outbox(state: Path) -> list[dict]:
