@@ -113,3 +113,11 @@ class AccessMiddleware(BaseMiddleware):
         data["viewer"] = viewer
         data["lang"] = lang
         return await handler(event, data)
+
+
+async def may_change_or_refuse(message: Message, bot: Bot, viewer: Viewer, lang: str) -> bool:
+    """`may_change_chat`, answering the short "chat administrators only" refusal when it says no."""
+    if await may_change_chat(bot, message.chat, viewer):
+        return True
+    await message.answer(texts(lang)["not_chat_admin"])
+    return False

@@ -7,7 +7,7 @@ from aiogram import Bot, Router
 from aiogram.filters import Command, CommandObject
 from aiogram.types import Message
 
-from bot.chat.access import Viewer, may_change_chat
+from bot.chat.access import Viewer, may_change_or_refuse
 from bot.chat.context import ChatContext
 from bot.chat.texts import LANGUAGES, texts
 
@@ -26,8 +26,7 @@ async def cmd_lang(message: Message, command: CommandObject, chat: ChatContext, 
     if wanted not in LANGUAGES:
         await message.answer(texts(lang)["lang_usage"])
         return
-    if not await may_change_chat(bot, message.chat, viewer):
-        await message.answer(texts(lang)["not_chat_admin"])
+    if not await may_change_or_refuse(message, bot, viewer, lang):
         return
     chat.prefs.set_language(message.chat.id, wanted, chat.clock())
     log.info("chat.language", chat=message.chat.id, language=wanted, by=viewer.telegram_id)

@@ -10,7 +10,7 @@ from aiogram import Bot, Router
 from aiogram.filters import Command, CommandObject
 from aiogram.types import Message
 
-from bot.chat.access import Viewer, may_change_chat
+from bot.chat.access import Viewer, may_change_or_refuse
 from bot.chat.context import ChatContext
 from bot.chat.texts import texts
 from bot.notify.render import escape
@@ -49,8 +49,7 @@ async def cmd_mute(message: Message, command: CommandObject, chat: ChatContext, 
     if duration is None:
         await message.answer(words["mute_usage"])
         return
-    if not await may_change_chat(bot, message.chat, viewer):
-        await message.answer(words["not_chat_admin"])
+    if not await may_change_or_refuse(message, bot, viewer, lang):
         return
     now = chat.clock()
     until = now + duration
@@ -64,8 +63,7 @@ async def cmd_mute(message: Message, command: CommandObject, chat: ChatContext, 
 
 async def cmd_unmute(message: Message, chat: ChatContext, viewer: Viewer, lang: str, bot: Bot) -> None:
     words = texts(lang)
-    if not await may_change_chat(bot, message.chat, viewer):
-        await message.answer(words["not_chat_admin"])
+    if not await may_change_or_refuse(message, bot, viewer, lang):
         return
     now = chat.clock()
     was_muted = chat.prefs.muted_until(message.chat.id, now) is not None

@@ -12,7 +12,7 @@ from aiogram import Bot, Router
 from aiogram.filters import Command, CommandObject
 from aiogram.types import Message
 
-from bot.chat.access import Viewer, may_change_chat, may_see, sql_prefilter, viewer_for
+from bot.chat.access import Viewer, may_change_or_refuse, may_see, sql_prefilter, viewer_for
 from bot.chat.context import ChatContext, PlanfixUnavailable
 from bot.chat.lookup import find_task
 from bot.chat.tasks import parse_task_number
@@ -38,13 +38,6 @@ def build_router() -> Router:
     return router
 
 
-async def _allowed(message: Message, bot: Bot, viewer: Viewer, lang: str) -> bool:
-    if await may_change_chat(bot, message.chat, viewer):
-        return True
-    await message.answer(texts(lang)["not_chat_admin"])
-    return False
-
-
 async def cmd_follow(message: Message, command: CommandObject, chat: ChatContext, viewer: Viewer, lang: str,
                      bot: Bot) -> None:
     words = texts(lang)
@@ -52,7 +45,7 @@ async def cmd_follow(message: Message, command: CommandObject, chat: ChatContext
     if number is None:
         await message.answer(words["follow_usage"])
         return
-    if not await _allowed(message, bot, viewer, lang):
+    if not await may_change_or_refuse(message, bot, viewer, lang):
         return
     try:
         found = await find_task(chat, viewer, number, lang)
@@ -74,7 +67,7 @@ async def cmd_unfollow(message: Message, command: CommandObject, chat: ChatConte
     if number is None:
         await message.answer(words["unfollow_usage"])
         return
-    if not await _allowed(message, bot, viewer, lang):
+    if not await may_change_or_refuse(message, bot, viewer, lang):
         return
     # By number among this chat's own follows: nothing about the task is revealed, so no visibility check needed.
     follow = next((f for f in chat.prefs.follows(message.chat.id) if f.general == number), None)
@@ -129,7 +122,7 @@ async def cmd_subscribe(message: Message, command: CommandObject, chat: ChatCont
                         bot: Bot) -> None:
     words = texts(lang)
     target, kinds = parse_subscription(command.args)
-    if not await _allowed(message, bot, viewer, lang):
+    if not await may_change_or_refuse(message, bot, viewer, lang):
         return
     resolved = resolve_project(chat, viewer, target)
     if resolved is None:
@@ -146,7 +139,7 @@ async def cmd_unsubscribe(message: Message, command: CommandObject, chat: ChatCo
                           bot: Bot) -> None:
     words = texts(lang)
     target, _ = parse_subscription(command.args)
-    if not await _allowed(message, bot, viewer, lang):
+    if not await may_change_or_refuse(message, bot, viewer, lang):
         return
     if not (command.args or "").strip():
         removed = chat.prefs.unsubscribe(message.chat.id, None)
