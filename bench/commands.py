@@ -55,7 +55,7 @@ def build_account(pf: FakePlanfix, tasks: int, rng: random.Random) -> list[int]:
     viewer's tasks."""
     for user_id in USERS:
         pf.add_user(user_id, f"User{user_id}", "Tester")
-    today = date.today()
+    today = pf.today()
     now = datetime.now(UTC)
     mine: list[int] = []
     for n in range(tasks):

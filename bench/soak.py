@@ -28,7 +28,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from datetime import date, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -117,7 +117,7 @@ async def soak(minutes: float, seed: int) -> int:
     await tg.start()
     pf.add_user(10, "Anna")
     pf.add_user(ACTOR, "Boris")
-    today = date.today()
+    today = pf.today()
     tasks = [pf.add_task(title=f"Soak task {i}", owner=10, workers=(10,), deadline=today + timedelta(days=30))
              for i in range(TASKS)]
     made: Counter[tuple[int, str]] = Counter()

@@ -3,7 +3,7 @@ busy Planfix, groups with @botname and forum topics."""
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -151,7 +151,7 @@ async def test_group_commands_with_bot_mention_and_forum_topic_replies(h):
 async def test_task_visible_to_an_auditor_unknown_to_the_list_snapshot(h):
     """An auditor the list-made snapshot does not know still gets the card, read from Planfix."""
     audited = h.pf.add_task(title="Audit me", owner=ANNA, workers=(ANNA,), auditors=(BORIS,),
-                            deadline=date.today() + timedelta(days=3))
+                            deadline=h.pf.today() + timedelta(days=3))
     listed = next(t for t in await h.client.task_get_list() if t.id == audited.id)
     assert listed.auditors == ()  # task.getList items carry no auditors
     now = datetime.now(UTC)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
-from datetime import date, timedelta
+from datetime import timedelta
 
 from tests.e2e import Daemon, daemon_config, planfix_bot_command, wait_polls, write_config
 
@@ -31,7 +31,7 @@ async def test_first_start_silent_then_each_change_once_and_no_duplicate_after_r
     pf.add_user(ANNA, "Anna")
     pf.add_user(BORIS, "Boris")
     pf.add_user(CYRIL, "Cyril")
-    today = date.today()
+    today = pf.today()
     status_task = pf.add_task(title="Status <task> & co", owner=ANNA, workers=(BORIS,), status=1)
     deadline_task = pf.add_task(title="Deadline task", owner=CYRIL, workers=(CYRIL,), deadline=today + timedelta(days=3))
     overdue_task = pf.add_task(title="Overdue task", owner=CYRIL, workers=(CYRIL,), deadline=today + timedelta(days=1))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from bot.fakes.telegram import FakeTelegram, SentMessage
@@ -49,10 +49,10 @@ async def test_commands_buttons_subscriptions_mute_and_digest_end_to_end(fakes, 
     pf.add_user(ANNA, "Anna")
     pf.add_user(BORIS, "Boris")
     secret = pf.add_task(title="Anna's secret plan", owner=ANNA, workers=(ANNA,), project=(7, "Website"),
-                         deadline=date.today())
+                         deadline=pf.today())
     site = pf.add_task(title="Shared site work", owner=ANNA, workers=(ANNA, BORIS), project=(7, "Website"))
     for n in range(11):
-        pf.add_task(title=f"Boris chore {n}", owner=BORIS, workers=(BORIS,), deadline=date.today() - timedelta(days=1))
+        pf.add_task(title=f"Boris chore {n}", owner=BORIS, workers=(BORIS,), deadline=pf.today() - timedelta(days=1))
     tg.set_chat_admins(GROUP, BORIS_TG)
     config = daemon_config(
         tmp_path, pf, tg,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from datetime import date, timedelta
+from datetime import timedelta
 
 import pytest
 
@@ -58,7 +58,7 @@ async def test_fault_storm_during_changes_the_daemon_stays_up_and_delivers_every
     """0011 ×3, HTTP 500 ×3, a 40 s hang, truncated XML and a billion-laughs body hit `planfix-bot run` while five
     tasks change: it stays up, backs off, and afterwards each change is delivered exactly once."""
     pf, tg = fakes
-    today = date.today()
+    today = pf.today()
     tasks = [pf.add_task(title=f"Storm task {i}", owner=BORIS, deadline=today + timedelta(days=5)) for i in range(5)]
     config = write_config(tmp_path / "config.toml", detection_config(tmp_path, pf, tg))
     daemon = await Daemon(config, tmp_path / "daemon.log").start()

@@ -157,6 +157,10 @@ class FakeAccount:
             raise ValueError("the fake's clock must return aware datetimes")
         return moment
 
+    def today(self) -> date:
+        """Today in the API user's zone on the fake's clock: the date Planfix shows (a machine's UTC date is not)."""
+        return self.now().astimezone(self.tz).date()
+
     def add_user(
         self,
         id: int,  # noqa: A002
@@ -1005,7 +1009,7 @@ def seed_demo(fake: FakeAccount) -> None:
     fake.add_user(2, "Анна", "Иванова", login="anna")
     fake.add_user(3, "Борис", "Петров", login="boris")
     project = (9830, "Внедрение")
-    today = fake.now().astimezone(fake.tz).date()
+    today = fake.today()
     first = fake.add_task(
         title="Настроить интеграцию",
         owner=2,
