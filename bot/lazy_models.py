@@ -2,10 +2,10 @@
 
 `aiogram.types` ends by calling `model_rebuild(_types_namespace=…)` on every model it defines, which makes pydantic
 build every validator and serializer eagerly: about 100 MB and 2 s of start-up for models the daemon mostly never
-sees. `install()` makes exactly those calls remember the namespace on the model instead of building it. The model
-stays "incomplete", and pydantic builds it the first time it is used (its mock validator calls `model_rebuild`,
-which then resolves the forward references through that remembered namespace). Nothing else changes: any other
-`model_rebuild` call, and every call after aiogram's import, goes to pydantic as before.
+sees. `install()` makes exactly those calls remember aiogram's namespace instead of building. The models stay
+"incomplete", and pydantic builds each the first time it is used: its mock validator calls `model_rebuild`, and
+for an aiogram model that call is given the remembered namespace, so the forward references of the model and of
+every incomplete model nested in it resolve as they would have at import. Models outside aiogram are untouched.
 tests/test_lazy_models.py builds every aiogram model through this path and checks the import's memory.
 """
 
@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import BaseModel
 
 _pydantic_rebuild = BaseModel.__dict__["model_rebuild"]  # the classmethod object, restored by uninstall()
+_aiogram_namespace: dict[str, Any] = {}  # what aiogram.types passes to model_rebuild: every type, by name
 
 
 def _remember_or_rebuild(
@@ -26,10 +27,12 @@ def _remember_or_rebuild(
     _parent_namespace_depth: int = 2,
     _types_namespace: Any = None,
 ) -> bool | None:
-    if _types_namespace is not None and not force and cls.__module__.startswith("aiogram."):
-        # Forward references are resolved against the parent namespace when pydantic builds the model on first use.
-        cls.__pydantic_parent_namespace__ = dict(_types_namespace)
-        return None
+    if cls.__module__.startswith("aiogram."):
+        if _types_namespace is not None and not force:
+            _aiogram_namespace.update(_types_namespace)
+            return None
+        if _types_namespace is None and _aiogram_namespace:
+            _types_namespace = _aiogram_namespace  # first use: resolve as aiogram's import would have
     # One frame deeper than pydantic expects: keep the caller's namespace lookup pointing at the caller.
     depth = _parent_namespace_depth + 1 if _parent_namespace_depth > 0 else 0
     return _pydantic_rebuild.__func__(
