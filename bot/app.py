@@ -242,6 +242,8 @@ class Daemon:
             job_results=lambda: {(job.name, result): n for job in (self.detection.jobs if self.detection else [])
                                  for result, n in job.results.items()},
             planfix_requests=lambda: dict(self.client.request_counts),
+            tasks_set_aside=self.store.set_aside_count,
+            items_skipped=lambda: dict(self.client.items_skipped),
             health=health,
         )
 

@@ -138,6 +138,12 @@ class Page(Generic[T]):
     items: list[T]
     count: int
     total_count: int | None = None
+    skipped: list[str] = field(default_factory=list)  # why each malformed item of the page was left out
+
+    @property
+    def rows(self) -> int:
+        """Items the page held, malformed ones included: what decides whether the page was full."""
+        return len(self.items) + len(self.skipped)
 
 
 @dataclass(frozen=True)
