@@ -189,7 +189,10 @@ class BackgroundJob:
             self.results["limited"] += 1
             until = self.budget.background_resume_at() or self.clock() + timedelta(seconds=self.max_backoff)
             self.next_run = until
-            await self.health.limited(exc, until)
+            if self.budget.short_pause:  # a short-term 0007 (the day is not used up): minutes, not worth a message
+                log.warning("job.rate_limited", job=self.name, until=until.isoformat())
+            else:
+                await self.health.limited(exc, until)
         except (PlanfixError, TimeoutError) as exc:
             self.results["transient"] += 1
             self.failures += 1
