@@ -86,7 +86,12 @@ class PlanfixSettings(_Section):
 
     @property
     def task_web_url(self) -> str:
-        return self.web_url or f"https://{self.account}.planfix.com"
+        """Base of task links: `web_url`, else the account's address in the endpoint's data centre (accounts
+        behind apiru.planfix.ru live at ACCOUNT.planfix.ru; the others at ACCOUNT.planfix.com)."""
+        if self.web_url:
+            return self.web_url
+        domain = "planfix.ru" if (urlsplit(self.url).hostname or "").endswith(".planfix.ru") else "planfix.com"
+        return f"https://{self.account}.{domain}"
 
 
 class TelegramSettings(_Section):

@@ -452,7 +452,7 @@ def render_action(parent: Element, action: FakeAction, account: FakeAccount) -> 
     _sub(node, "notifiedList")
 
 
-def render_user(parent: Element, user: FakeUser) -> None:
+def render_user(parent: Element, user: FakeUser, account: str = "demo") -> None:
     """A `<user>` like user.get.xml (the fields a bot reads, plus the common extras)."""
     node = _sub(parent, "user")
     _sub(node, "id", user.id)
@@ -466,7 +466,7 @@ def render_user(parent: Element, user: FakeUser) -> None:
     _sub(node, "birthdate")
     _sub(node, "timezone", user.timezone or "")
     _sub(node, "useDst", 1)
-    _sub(node, "userPic", f"https://demo.planfix.ru/?action=getuserpic&id={user.id}\n")  # the real trailing \n
+    _sub(node, "userPic", f"https://{account}.planfix.ru/?action=getuserpic&id={user.id}\n")  # the real trailing \n
     _sub(node, "isOnline", 0)
     _sub(node, "userGroups")
 
@@ -788,13 +788,13 @@ class FakePlanfix(FakeAccount):
         if user is None:
             raise ApiError("6004")
         root = document("ok")
-        render_user(root, user)
+        render_user(root, user, self.account)
         return root
 
     def _user_get_list(self, doc: Element) -> Element:
         wanted = _text(doc, "status")
         users = [u for u in sorted(self.users.values(), key=lambda u: u.id) if not wanted or u.status == wanted]
-        return self._paged(doc, "users", users, render_user)
+        return self._paged(doc, "users", users, lambda parent, u: render_user(parent, u, self.account))
 
     def _task_get(self, doc: Element) -> Element:
         task = self._find_task(doc, "task")

@@ -19,12 +19,14 @@ from bot import __version__
 from bot.planfix.budget import Budget
 from bot.planfix.dates import format_date, format_datetime
 from bot.planfix.errors import (
+    WRONG_ENDPOINT,
     PlanfixConfigError,
     PlanfixError,
     PlanfixLimitError,
     PlanfixRequestError,
     PlanfixSessionError,
     PlanfixTransientError,
+    endpoint_error,
 )
 from bot.planfix.models import Action, Page, Status, Task, User
 from bot.planfix.xmlparse import (
@@ -221,6 +223,9 @@ class PlanfixClient:
         """POST the body; return the response body, refusing non-200 and anything over max_body_bytes."""
         async with self._http.stream("POST", self.url, content=body) as response:
             self._note_rate_limit(response.headers)
+            if response.status_code in WRONG_ENDPOINT:
+                # Not a transient fault: retrying a wrong endpoint for ever would hide it (issue 10).
+                raise endpoint_error(method, self.url, response.status_code, response.headers.get("Location"))
             if response.status_code != 200:
                 raise PlanfixTransientError(
                     f"{method}: HTTP {response.status_code}", method=method, http_status=response.status_code

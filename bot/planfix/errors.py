@@ -43,6 +43,40 @@ class PlanfixConfigError(PlanfixError):
     """Fatal until a human fixes the configuration or the account (wrong key, token, account, data centre…)."""
 
 
+class PlanfixEndpointError(PlanfixConfigError):
+    """The endpoint answered a redirect, 401, 403 or 404: `planfix.url` does not point at the XML API. `fix` says
+    what to set instead."""
+
+    def __init__(self, message: str, *, fix: str, method: str | None = None, http_status: int | None = None) -> None:
+        super().__init__(message, method=method, http_status=http_status)
+        self.fix = fix
+
+
+ENDPOINTS = (
+    "https://api.planfix.com/xml/ (Europe), https://apiru.planfix.ru/xml/ (Russia), "
+    "https://api-sg.planfix.com/xml/ (Asia), https://api-us.planfix.com/xml/ (America)"
+)
+REDIRECTS = frozenset({301, 302, 303, 307, 308})
+WRONG_ENDPOINT = REDIRECTS | {401, 403, 404}
+
+
+def endpoint_error(method: str, url: str, status: int, location: str | None) -> PlanfixEndpointError:
+    """What a redirect, 401, 403 or 404 from the endpoint means, naming planfix.url and the fix."""
+    if status in REDIRECTS:
+        where = f" to {location}" if location else ""
+        message = f"{method}: planfix.url {url} answers HTTP {status}, a redirect{where}"
+        fix = (f"set planfix.url to the endpoint itself{' (probably ' + location + ')' if location else ''}: "
+               f"https and the trailing slash, one of {ENDPOINTS}")
+    elif status == 404:
+        message = f"{method}: planfix.url {url} answers HTTP 404 (no XML API there)"
+        fix = f"set planfix.url to your data centre's endpoint, ending in /xml/: {ENDPOINTS}"
+    else:
+        message = f"{method}: planfix.url {url} answers HTTP {status} (refused before Planfix read the request)"
+        fix = (f"set planfix.url to your data centre's endpoint ({ENDPOINTS}); if it is right, check that no proxy "
+               "or firewall is in the way and that planfix.api_key is the account's API key")
+    return PlanfixEndpointError(message, fix=fix, method=method, http_status=status)
+
+
 class PlanfixTransientError(PlanfixError):
     """Try again later: platform busy, HTTP/network failure, timeout, malformed or unexpected response."""
 

@@ -110,6 +110,7 @@ class User:
     status: str = ""  # ACTIVE | UNACTIVE
     timezone: str | None = None  # IANA name
     telegram_id: str | None = None
+    user_pic: str = ""  # the avatar URL: served from the account's web address (tells .planfix.ru from .com)
 
     @property
     def full_name(self) -> str:

@@ -241,6 +241,7 @@ def parse_user(el: Element) -> User:
         status=text(el, "status"),
         timezone=text(el, "timezone") or None,
         telegram_id=text(el, "telegramId") or None,
+        user_pic=text(el, "userPic"),
     )
 
 
