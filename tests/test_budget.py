@@ -298,3 +298,41 @@ async def test_a_short_term_0007_does_not_message_the_admins(fake, make_client, 
     assert await job.run_once()
     assert job.results["limited"] == 1 and told == [] and health.paused_until is None
     assert job.next_run == clock.now + timedelta(minutes=1)
+
+
+async def _feed_wait_under_hammering(budget: Budget, users: int, slots: int) -> int | None:
+    """`users` people each asking again the moment their last request ends; returns how many command slots went
+    out before one FEED request got its slot (None: not within `slots`)."""
+    stop = asyncio.Event()
+
+    async def person() -> None:
+        while not stop.is_set():
+            await budget.acquire(Priority.INTERACTIVE)
+            await asyncio.sleep(0)
+            budget.release()
+
+    people = [asyncio.create_task(person()) for _ in range(users)]
+    await asyncio.sleep(0.05)
+    before = budget.granted[Priority.INTERACTIVE]
+    feed = asyncio.create_task(budget.acquire(Priority.FEED))
+    try:
+        await asyncio.wait_for(asyncio.shield(feed), timeout=slots / budget.requests_per_second)
+        budget.release()
+        return budget.granted[Priority.INTERACTIVE] - before
+    except TimeoutError:
+        return None
+    finally:
+        stop.set()
+        await asyncio.gather(*people, return_exceptions=True)
+        if not feed.done():
+            await feed
+            budget.release()
+
+
+async def test_commands_cannot_starve_the_feed_at_the_budget_level():
+    """Three people pressing as fast as they can: with commands always first the feed poll never gets a slot;
+    with the feed's share it gets one after at most two command slots."""
+    starved = await _feed_wait_under_hammering(Budget(requests_per_second=100, interactive_run=None), 3, 30)
+    assert starved is None
+    waited = await _feed_wait_under_hammering(Budget(requests_per_second=100), 3, 30)
+    assert waited is not None and waited <= 2

@@ -22,6 +22,10 @@ fresh `X-RateLimit-Remaining` (on the 0007 answer itself, or within the last ref
 reserve is left, a 0007 is a short-term limit: background requests pause for 1 minute, doubling to 16 while it
 repeats, and today's count is kept; only an exhausted (or unknown) day pauses until the reset.
 
+Commands cannot starve the feed: while a background request waits, at most `interactive_run` slots in a row go
+to commands (default 2), then one goes to the best background waiter — so background work keeps at least a third
+of the rate whatever people click (each person's own allowance is in bot/chat/allowance.py).
+
 The budget knows nothing of SQLite: `snapshot()`/`restore()` let the watcher keep requests-used-today in the
 state file across restarts.
 """
@@ -115,6 +119,7 @@ class Budget:
         reserve: int | None = None,
         zone: tzinfo = UTC,
         clock: Callable[[], datetime] = _utc_now,
+        interactive_run: int | None = 2,
     ) -> None:
         if requests_per_second <= 0:
             raise ValueError("requests_per_second must be positive")
@@ -146,6 +151,8 @@ class Budget:
         self._probe_backoff = FIRST_PROBE_BACKOFF
         self._short_backoff = FIRST_SHORT_PAUSE
         self.granted: dict[Priority, int] = dict.fromkeys(Priority, 0)  # slots handed out, for stats and tests
+        self.interactive_run = interactive_run  # None: commands always first (no share kept for the feed)
+        self._run = 0  # slots in a row given to commands while a background request waited
 
     # --- the day ----------------------------------------------------------------------------------------------
 
@@ -262,7 +269,7 @@ class Budget:
                 await asyncio.sleep(self._last_done + self._period - loop.time())
             await self._limiter.acquire()
             while self._waiting:
-                level, _, future = heapq.heappop(self._waiting)
+                level, _, future = self._next_waiter()
                 if future.done():  # its caller was cancelled while waiting
                     continue
                 refusal = self._refusal(Priority(level))
@@ -274,6 +281,24 @@ class Budget:
                 self._idle.clear()
                 self._last_grant = loop.time()
                 break
+
+    def _next_waiter(self) -> tuple[int, int, asyncio.Future[None]]:
+        """The best waiter, except that after `interactive_run` command slots in a row while background requests
+        wait, the best background waiter goes first (the feed's guaranteed share)."""
+        background = [w for w in self._waiting if w[0] != Priority.INTERACTIVE and not w[2].done()]
+        if not background:
+            self._run = 0
+            return heapq.heappop(self._waiting)
+        if self._waiting[0][0] == Priority.INTERACTIVE and (
+            self.interactive_run is None or self._run < self.interactive_run
+        ):
+            self._run += 1
+            return heapq.heappop(self._waiting)
+        self._run = 0
+        chosen = min(background)
+        self._waiting.remove(chosen)
+        heapq.heapify(self._waiting)
+        return chosen
 
     # --- what Planfix told us --------------------------------------------------------------------------------
 
