@@ -20,6 +20,7 @@ from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from bot import logs, metrics
+from bot.chat.allowance import Allowance
 from bot.chat.audience import ChatAudience
 from bot.chat.commands import ChatContext, build_router, set_bot_commands
 from bot.chat.digest import CHECK_EVERY, DIGEST_GRACE, DailyDigest
@@ -119,6 +120,7 @@ class Daemon:
             poll_interval=pacer.interval if pacer else (lambda: settings.poll.interval_seconds),
             problem=lambda: detection.problem, wake_sender=sender.wake,
             sender_counts=lambda: (sender.sent, sender.failed),
+            allowance=Allowance(settings.planfix.requests_per_user_per_minute),
         )
         dispatcher = Dispatcher()
         dispatcher["chat"] = chat

@@ -52,6 +52,9 @@ class PlanfixSettings(_Section):
     requests_per_second: float = Field(default=1.0, gt=0, le=50)
     daily_request_budget: int = Field(default=20000, ge=100)
     timeout_seconds: float = Field(default=30.0, gt=0, le=300)
+    # Planfix requests one person's commands and buttons may cause per minute (issue 10); beyond it they are
+    # answered from the bot's copy, so nobody can starve the feed.
+    requests_per_user_per_minute: int = Field(default=6, ge=1, le=600)
 
     @field_validator("url")
     @classmethod
