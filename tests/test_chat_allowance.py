@@ -85,3 +85,13 @@ async def test_a_stale_list_beyond_the_allowance_is_the_copy_with_its_age(h):
     [second] = await h.send("/my")
     assert h.planfix_requests() == before
     assert "Pressed a lot" in second.plain_text and "Planfix data as of" in second.plain_text
+
+
+async def test_a_stale_list_whose_page_has_a_hidden_task_keeps_the_copy(h):
+    """Re-reading a stale page whose task.getMulti fails with 3002 for one task: the copy is shown, not an error."""
+    from datetime import UTC, datetime, timedelta
+
+    h.pf.deny_access(h.task.id, "3002")
+    h.poller.last_success = datetime.now(UTC) - timedelta(hours=2)
+    [reply] = await h.send("/my")
+    assert "Pressed a lot" in reply.plain_text and "Planfix data as of" in reply.plain_text

@@ -25,6 +25,7 @@ from bot.chat.context import ChatContext, OverAllowance, PlanfixUnavailable
 from bot.chat.texts import texts
 from bot.chat.views import TaskView, render_line
 from bot.notify.render import escape, truncate
+from bot.planfix.errors import PlanfixItemError
 
 log = structlog.get_logger(__name__)
 
@@ -144,8 +145,11 @@ async def _reread(ctx: ChatContext, viewer: Viewer, shown: list[TaskView], lang:
     """The page's tasks as Planfix shows them now (the feed is not fresh); raises PlanfixUnavailable."""
     if not shown:
         return shown
-    tasks = await ctx.ask(lambda: ctx.client.task_get_multi([v.task_id for v in shown]), what="task.getMulti",
-                          user=viewer.telegram_id)
+    try:
+        tasks = await ctx.ask(lambda: ctx.client.task_get_multi([v.task_id for v in shown]), what="task.getMulti",
+                              user=viewer.telegram_id)
+    except PlanfixItemError:  # one task of the page answered 3002 & co: keep the copy (the note says how old)
+        return shown
     live = {t.id: TaskView.from_task(t, ctx.statuses(), lang) for t in tasks}
     return [live[v.task_id] for v in shown if v.task_id in live and may_see(viewer, live[v.task_id])]
 
