@@ -20,6 +20,7 @@ from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from bot import logs, metrics
+from bot.chat.allowance import Allowance
 from bot.chat.audience import ChatAudience
 from bot.chat.commands import ChatContext, build_router, set_bot_commands
 from bot.chat.digest import CHECK_EVERY, DIGEST_GRACE, DailyDigest
@@ -119,6 +120,7 @@ class Daemon:
             poll_interval=pacer.interval if pacer else (lambda: settings.poll.interval_seconds),
             problem=lambda: detection.problem, wake_sender=sender.wake,
             sender_counts=lambda: (sender.sent, sender.failed),
+            allowance=Allowance(settings.planfix.requests_per_user_per_minute),
         )
         dispatcher = Dispatcher()
         dispatcher["chat"] = chat
@@ -242,6 +244,8 @@ class Daemon:
             job_results=lambda: {(job.name, result): n for job in (self.detection.jobs if self.detection else [])
                                  for result, n in job.results.items()},
             planfix_requests=lambda: dict(self.client.request_counts),
+            tasks_set_aside=self.store.set_aside_count,
+            items_skipped=lambda: dict(self.client.items_skipped),
             health=health,
         )
 

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from aiogram.exceptions import TelegramAPIError, TelegramUnauthorizedError
@@ -20,14 +21,10 @@ from aiogram.exceptions import TelegramAPIError, TelegramUnauthorizedError
 from bot.app import make_bot, make_client
 from bot.config import Settings
 from bot.planfix.client import PlanfixClient
-from bot.planfix.errors import PlanfixError
+from bot.planfix.errors import ENDPOINTS, PlanfixEndpointError, PlanfixError
 from bot.planfix.models import User
 from bot.watch.jobs import fix_hint
 
-ENDPOINTS = (
-    "https://api.planfix.com/xml/ (Europe), https://apiru.planfix.ru/xml/ (Russia), "
-    "https://api-sg.planfix.com/xml/ (Asia), https://api-us.planfix.com/xml/ (America)"
-)
 AUTH_CODES = {"0001", "0005", "0012", "1001", "1002", "0013", "0014"}
 ACCOUNT_CODES = {"0002", "0004", "0010", "0022", "0023"}
 
@@ -74,6 +71,7 @@ async def check_planfix(settings: Settings, client: PlanfixClient) -> list[Line]
     ]
     lines.append(await _check_rights(client))
     lines.append(_check_zone(user))
+    lines.append(check_links(settings, user))
     lines.append(_check_budget(settings, client))
     return lines
 
@@ -82,6 +80,8 @@ def _first_call_failed(settings: Settings, exc: PlanfixError) -> list[Line]:
     pf = settings.planfix
     code = exc.code
     skipped = "not checked (Planfix must accept the bot first)"
+    if isinstance(exc, PlanfixEndpointError):
+        return [fail("endpoint", str(exc), exc.fix)]
     if code is None:
         if "connection error" in str(exc) or "no response within" in str(exc):
             return [fail("endpoint", f"cannot reach {pf.url}: {exc}",
@@ -151,6 +151,29 @@ def _check_zone(user: User) -> Line:
         return warn("time zone", f"{user.timezone!r} is not a known IANA zone; the bot assumes UTC",
                     "set a standard time zone in the API user's Planfix profile")
     return ok("time zone", f"{user.timezone} (Planfix dates and the daily budget reset are read in it)")
+
+
+def web_base(user: User, account: str) -> str | None:
+    """The account's web address as the API user's data shows it (the userPic URL's host), if it can be told:
+    only a host named after the account counts (https://ACCOUNT.planfix.ru)."""
+    parts = urlsplit(user.user_pic)
+    host = (parts.hostname or "").lower()
+    if parts.scheme not in ("http", "https") or host.split(".")[0] != account.lower():
+        return None
+    return f"https://{host}"
+
+
+def check_links(settings: Settings, user: User) -> Line:
+    """Task links: is the default (or planfix.web_url) the address Planfix serves this account at?"""
+    current = settings.planfix.task_web_url
+    seen = web_base(user, settings.planfix.account)
+    if seen is None:
+        return ok("links", f"task links use {current}/task/NUMBER (the API user's data does not tell the account's "
+                  "web address; set planfix.web_url if the links are wrong)")
+    if seen.rstrip("/") == current.rstrip("/"):
+        return ok("links", f"task links use {current}/task/NUMBER")
+    return warn("links", f"task links would use {current}, but Planfix serves this account at {seen}",
+                f'set planfix.web_url = "{seen}"')
 
 
 def _check_budget(settings: Settings, client: PlanfixClient) -> Line:

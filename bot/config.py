@@ -52,6 +52,9 @@ class PlanfixSettings(_Section):
     requests_per_second: float = Field(default=1.0, gt=0, le=50)
     daily_request_budget: int = Field(default=20000, ge=100)
     timeout_seconds: float = Field(default=30.0, gt=0, le=300)
+    # Planfix requests one person's commands and buttons may cause per minute (issue 10); beyond it they are
+    # answered from the bot's copy, so nobody can starve the feed.
+    requests_per_user_per_minute: int = Field(default=6, ge=1, le=600)
 
     @field_validator("url")
     @classmethod
@@ -86,7 +89,12 @@ class PlanfixSettings(_Section):
 
     @property
     def task_web_url(self) -> str:
-        return self.web_url or f"https://{self.account}.planfix.com"
+        """Base of task links: `web_url`, else the account's address in the endpoint's data centre (accounts
+        behind apiru.planfix.ru live at ACCOUNT.planfix.ru; the others at ACCOUNT.planfix.com)."""
+        if self.web_url:
+            return self.web_url
+        domain = "planfix.ru" if (urlsplit(self.url).hostname or "").endswith(".planfix.ru") else "planfix.com"
+        return f"https://{self.account}.{domain}"
 
 
 class TelegramSettings(_Section):

@@ -29,6 +29,8 @@ class Readings:
     messages_sent: Callable[[], int] = lambda: 0
     job_results: Callable[[], dict[tuple[str, str], int]] = dict  # (job, result) -> runs
     planfix_requests: Callable[[], dict[tuple[str, str], int]] = dict  # (method, code) -> requests
+    tasks_set_aside: Callable[[], int | None] = lambda: None  # tasks Planfix refuses to show one by one
+    items_skipped: Callable[[], dict[str, int]] = dict  # method -> malformed list items left out
     health: Callable[[], tuple[bool, str]] = lambda: (True, "ok")
 
 
@@ -45,6 +47,9 @@ class _StateCollector(Collector):
                 "Planfix requests left today.", self.readings.budget_remaining()),
             "planfix_bot_feed_lag_seconds": (
                 "Seconds since the last successful poll of the Planfix action feed.", self.readings.feed_lag_seconds()),
+            "planfix_bot_tasks_set_aside": (
+                "Tasks Planfix refuses to show one by one (no access, a malformed card): not watched until readable.",
+                self.readings.tasks_set_aside()),
         }
         for name, (doc, value) in values.items():
             if value is not None:
@@ -75,6 +80,11 @@ class _StateCollector(Collector):
         for (method, code), count in sorted(self.readings.planfix_requests().items()):
             requests.add_metric([method, code], count)
         yield requests
+        skipped = CounterMetricFamily("planfix_bot_planfix_items_skipped", "Malformed items left out of Planfix list "
+                                      "answers since start, by method.", labels=["method"])
+        for method, count in sorted(self.readings.items_skipped().items()):
+            skipped.add_metric([method], count)
+        yield skipped
 
 
 @dataclass

@@ -124,3 +124,13 @@ def m004_chat_prefs(db: Database) -> None:
         "fetched_at REAL NOT NULL, actions TEXT NOT NULL)"
     )
     db.execute("CREATE INDEX IF NOT EXISTS seen_actions_task ON seen_actions (task_id, action_id)")
+
+
+@migrations()
+def m005_set_aside(db: Database) -> None:
+    """Issue 10: tasks Planfix refuses to show one by one (no access, a malformed card, an unknown code for that
+    task alone). Their snapshots stay; these rows say why they are not read, since when, and last checked."""
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS set_aside (task_id INTEGER PRIMARY KEY, code TEXT NOT NULL, since TEXT NOT NULL, "
+        "checked_at TEXT NOT NULL)"
+    )

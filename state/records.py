@@ -45,6 +45,8 @@ class PollCommit:
     events: list[EventRow] = field(default_factory=list)
     deliveries: list[DeliveryRow] = field(default_factory=list)
     meta: dict[str, str] = field(default_factory=dict)
+    set_aside: dict[int, str] = field(default_factory=dict)  # task id → why Planfix did not show it (a code)
+    readable: list[int] = field(default_factory=list)  # tasks read fine: no longer set aside
 
 
 @dataclass(frozen=True)

@@ -168,7 +168,27 @@ class Store:
                 queued += cursor.rowcount
             for key, value in commit.meta.items():
                 self._set_meta(key, value)
+            self._write_set_aside(commit)
         return queued
+
+    def _write_set_aside(self, commit: PollCommit) -> None:
+        cleared = [*commit.readable, *commit.forget_tasks]
+        for start in range(0, len(cleared), 500):
+            chunk = cleared[start : start + 500]
+            self.db.execute(f"DELETE FROM set_aside WHERE task_id IN ({','.join('?' * len(chunk))})", chunk)
+        if commit.set_aside:
+            self.db.conn.executemany(
+                "INSERT INTO set_aside (task_id, code, since, checked_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(task_id) DO UPDATE SET code = excluded.code, checked_at = excluded.checked_at",
+                [(task_id, code, _iso(commit.now), _iso(commit.now)) for task_id, code in commit.set_aside.items()],
+            )
+
+    def set_aside(self) -> dict[int, str]:
+        """Tasks set aside (task id → the code Planfix answered for it), lowest id first."""
+        return {r[0]: r[1] for r in self.db.execute("SELECT task_id, code FROM set_aside ORDER BY task_id")}
+
+    def set_aside_count(self) -> int:
+        return self.db.execute("SELECT COUNT(*) FROM set_aside").fetchone()[0]
 
     def prune_seen_actions(self, older_than: datetime) -> int:
         with self.db.atomic():

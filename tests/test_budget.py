@@ -231,3 +231,108 @@ def test_poll_interval_follows_the_budget_left_and_never_drops_below_the_setting
     assert pacer.interval() > 100
     budget._used = 20_000  # nothing left: the next poll waits for the reset
     assert pacer.interval() == pytest.approx(budget.seconds_to_reset())
+
+
+async def test_0007_with_plenty_left_in_the_header_is_a_short_term_limit(fake, make_client, clock):
+    """0007 while X-RateLimit-Remaining says 15,000 are left: background requests wait a minute (doubling while
+    it repeats, up to 16), not until midnight, and today's count is kept when Planfix answers again."""
+    client = make_client()
+    fake.rate_limit_remaining = 15_000
+    with priority(Priority.FEED):
+        await client.user_get()
+    used = client.budget.used
+    fake.inject_error("0007", times=2)  # the answer still carries the header: 14,999 left
+    with priority(Priority.FEED), pytest.raises(PlanfixLimitError):
+        await client.user_get()
+    assert client.budget.short_pause and client.budget.paused_until == clock.now + timedelta(minutes=1)
+    assert client.budget.background_resume_at() == clock.now + timedelta(minutes=1)
+    with priority(Priority.FEED), pytest.raises(BudgetPaused) as refused:
+        await client.user_get()
+    assert "short-term" in str(refused.value)
+    clock.advance(minutes=1)
+    with priority(Priority.FEED), pytest.raises(PlanfixLimitError):
+        await client.user_get()
+    assert client.budget.paused_until == clock.now + timedelta(minutes=2)
+    clock.advance(minutes=2)
+    with priority(Priority.FEED):
+        await client.user_get()
+    assert client.budget.paused_until is None and not client.budget.short_pause
+    assert client.budget.used > used  # the day's count was not reset by a short-term limit
+
+
+async def test_0007_with_the_day_exhausted_still_waits_for_the_reset(fake, make_client, clock):
+    """0007 after a short-term one, now with the header at 0: the day is used up, wait for the reset."""
+    client = make_client()
+    fake.rate_limit_remaining = 15_000
+    fake.inject_error("0007")
+    with priority(Priority.FEED), pytest.raises(PlanfixLimitError):
+        await client.user_get()
+    assert client.budget.short_pause
+    clock.advance(minutes=1)
+    fake.rate_limit_remaining = 0
+    with priority(Priority.FEED), pytest.raises(PlanfixLimitError):
+        await client.user_get()
+    assert not client.budget.short_pause
+    assert client.budget.paused_until == datetime(2026, 3, 11, 0, 1, tzinfo=MSK)
+
+
+async def test_a_short_term_0007_does_not_message_the_admins(fake, make_client, clock, tmp_path):
+    """The job waits the short pause and logs it; the admins hear only of a day's limit."""
+    from bot.watch.jobs import BackgroundJob, Health
+
+    client = make_client()
+    told: list[str] = []
+
+    async def tell(text: str) -> None:
+        told.append(text)
+
+    health = Health(notify_admins=tell)
+    fake.rate_limit_remaining = 15_000
+
+    async def step() -> None:
+        with priority(Priority.FEED):
+            await client.user_get()
+
+    job = BackgroundJob("poll", step, interval=lambda: 30, health=health, budget=client.budget, clock=clock)
+    fake.inject_error("0007")
+    assert await job.run_once()
+    assert job.results["limited"] == 1 and told == [] and health.paused_until is None
+    assert job.next_run == clock.now + timedelta(minutes=1)
+
+
+async def _feed_wait_under_hammering(budget: Budget, users: int, slots: int) -> int | None:
+    """`users` people each asking again the moment their last request ends; returns how many command slots went
+    out before one FEED request got its slot (None: not within `slots`)."""
+    stop = asyncio.Event()
+
+    async def person() -> None:
+        while not stop.is_set():
+            await budget.acquire(Priority.INTERACTIVE)
+            await asyncio.sleep(0)
+            budget.release()
+
+    people = [asyncio.create_task(person()) for _ in range(users)]
+    await asyncio.sleep(0.05)
+    before = budget.granted[Priority.INTERACTIVE]
+    feed = asyncio.create_task(budget.acquire(Priority.FEED))
+    try:
+        await asyncio.wait_for(asyncio.shield(feed), timeout=slots / budget.requests_per_second)
+        budget.release()
+        return budget.granted[Priority.INTERACTIVE] - before
+    except TimeoutError:
+        return None
+    finally:
+        stop.set()
+        await asyncio.gather(*people, return_exceptions=True)
+        if not feed.done():
+            await feed
+            budget.release()
+
+
+async def test_commands_cannot_starve_the_feed_at_the_budget_level():
+    """Three people pressing as fast as they can: with commands always first the feed poll never gets a slot;
+    with the feed's share it gets one after at most two command slots."""
+    starved = await _feed_wait_under_hammering(Budget(requests_per_second=100, interactive_run=None), 3, 30)
+    assert starved is None
+    waited = await _feed_wait_under_hammering(Budget(requests_per_second=100), 3, 30)
+    assert waited is not None and waited <= 2

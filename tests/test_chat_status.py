@@ -53,3 +53,15 @@ async def test_command_menu_is_set_in_russian_and_english_and_failures_are_not_f
     assert [c["command"] for c in english] == list(MENU) and english[0]["description"] == "my active tasks"
     h.tg.inject_error(500, "Internal Server Error", method="setMyCommands", times=5)
     await set_bot_commands(h.bot, "en")  # no exception
+
+
+async def test_status_counts_the_tasks_set_aside(h):
+    """A task Planfix refuses to show (3002) is counted in /status with its id and code."""
+    task = h.pf.add_task(title="Hidden soon", owner=1)
+    await h.poll()
+    h.pf.deny_access(task.id, "3002")
+    h.pf.add_comment(task.id, "now hidden", by=1)
+    await h.poll()
+    [reply] = await h.send("/status", user=ADMIN_TG)
+    assert f"Tasks set aside (Planfix does not show them: no access, a malformed card): 1, e.g. {task.id} (3002)" \
+        in reply.plain_text

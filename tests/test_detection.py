@@ -171,19 +171,21 @@ async def test_config_error_stops_background_work_tells_admins_once_and_commands
     assert code in detection.problem
 
 
-async def test_per_item_error_drops_only_the_task_it_concerns(world):
-    """3008 for a batch of task cards is narrowed down by halving: that task is dropped, the others reported."""
+async def test_per_item_error_sets_aside_only_the_task_it_concerns(world):
+    """3008 for a batch of task cards is narrowed down by halving: that task is set aside (its snapshot kept),
+    the others reported."""
     tasks = [world.pf.add_task(title=f"T{i}", owner=ANNA) for i in range(4)]
     poller = world.poller()
     await poller.poll_once()
     world.clock.advance(seconds=30)
     for task in tasks:
         world.pf.change_status(task.id, 2, by=BORIS)
-    world.pf.inject_error("3008", method="task.getMulti", times=3)  # [4] → [2] → [1] fail; the rest succeed
+    world.pf.deny_access(tasks[0].id, "3008")  # [4] → [2] fail; task.get of the first says 3008
     world.clock.advance(seconds=30)
     result = await poller.poll_once()
     assert sorted(e.task_id for e in result.events) == [t.id for t in tasks[1:]]
-    assert result.forgotten == 1 and tasks[0].id not in world.store.snapshots([tasks[0].id])
+    assert result.forgotten == 0 and result.set_aside == 1 and world.store.set_aside() == {tasks[0].id: "3008"}
+    assert tasks[0].id in world.store.snapshots([tasks[0].id])
     world.clock.advance(seconds=30)
     assert (await poller.poll_once()).events == []
 

@@ -424,6 +424,7 @@ def test_error_message_is_kept_and_short():
         ("0005", PlanfixSessionError),
         *[(c, PlanfixItemError) for c in ("0101", "0102", "0103", "0104", "0105", "2001", "2002", "3001")],
         *[(c, PlanfixItemError) for c in ("3008", "4002", "4008", "4009", "6004")],
+        *[(c, PlanfixItemError) for c in ("3002", "3009", "4001", "5001", "6001", "7002", "8001", "9002", "10001")],
         *[(c, PlanfixRequestError) for c in ("0003", "0006", "0008", "0009", "0015", "0016", "0017", "0018")],
         *[(c, PlanfixRequestError) for c in ("0019", "0021", "11001", "9999", "123123123")],
     ],

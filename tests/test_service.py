@@ -174,8 +174,9 @@ async def test_sighup_reloads_routes_and_refuses_a_bad_config(tmp_path):
 
 
 async def test_metrics_and_healthz(tmp_path):
-    """With [metrics] listen set, /metrics exposes Prometheus text (outbox depth, events by kind, budget, feed lag)
-    and /healthz answers 200 once a poll has succeeded."""
+    """With [metrics] listen set, /metrics exposes Prometheus text (outbox depth, events by kind, budget, feed lag,
+    tasks set aside) and /healthz answers 200 once a poll has succeeded. A task answering 3002 among the changed
+    ones (issue 10) does not hold up the other's notification; it is counted as set aside."""
     import aiohttp
 
     from bot.fakes.planfix import FakePlanfix
@@ -188,10 +189,13 @@ async def test_metrics_and_healthz(tmp_path):
     async with FakePlanfix() as pf, FakeTelegram() as tg:
         pf.add_user(10, "Anna")
         task = pf.add_task(title="Measured", owner=10)
+        hidden = pf.add_task(title="Hidden", owner=10)
         config = daemon_config(tmp_path, pf, tg, routes=[{"chat_id": -1}], metrics={"listen": f"127.0.0.1:{port}"})
         daemon = await Daemon(write_config(tmp_path / "c.toml", config), tmp_path / "d.log").start()
         try:
             await wait_polls(pf, 2)
+            pf.deny_access(hidden.id, "3002")
+            pf.change_status(hidden.id, 2, by=10)
             pf.change_status(task.id, 2, by=10)
             await tg.wait_for_messages(1, chat_id=-1, timeout=60)
             async with aiohttp.ClientSession() as http:
@@ -204,5 +208,6 @@ async def test_metrics_and_healthz(tmp_path):
     for needle in ('planfix_bot_events_total{kind="status"} 1.0', "planfix_bot_outbox_depth",
                    "planfix_bot_planfix_budget_remaining", "planfix_bot_feed_lag_seconds",
                    "planfix_bot_messages_sent_total 1.0", 'planfix_bot_job_runs_total{job="poll",result="ok"}',
-                   'planfix_bot_planfix_requests_total{code="ok",method="action.getListByPeriod"}'):
+                   'planfix_bot_planfix_requests_total{code="ok",method="action.getListByPeriod"}',
+                   "planfix_bot_tasks_set_aside 1.0", 'planfix_bot_planfix_requests_total{code="3002",method="task.get"}'):
         assert needle in text, text

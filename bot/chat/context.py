@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 
 import structlog
 
+from bot.chat.allowance import Allowance
 from bot.chat.texts import LANGUAGES
 from bot.config import Settings
 from bot.planfix.budget import Priority, priority
@@ -31,6 +32,10 @@ FRESH_AT_LEAST = 120.0  # seconds: snapshots this young are always fresh (see Ch
 
 class PlanfixUnavailable(Exception):
     """Planfix did not answer a command in time, or answered with an error other than "no such task"."""
+
+
+class OverAllowance(PlanfixUnavailable):
+    """The person used up their allowance of Planfix requests (bot/chat/allowance.py): answer from the bot's copy."""
 
 
 def utc_now() -> datetime:
@@ -56,6 +61,7 @@ class ChatContext:
     sender_counts: Callable[[], tuple[int, int]] = lambda: (0, 0)  # messages sent, rows given up
     clock: Callable[[], datetime] = utc_now
     interactive_timeout: float = INTERACTIVE_TIMEOUT
+    allowance: Allowance | None = None  # each person's Planfix requests per minute; None = unlimited
     _adopted: set[int] = field(default_factory=set)
 
     @property
@@ -95,10 +101,14 @@ class ChatContext:
             if new == chat_id:
                 self.prefs.adopt(old, new)
 
-    async def ask(self, call: Callable[[], Awaitable[T]], *, what: str) -> T:
+    async def ask(self, call: Callable[[], Awaitable[T]], *, what: str, user: int | None = None) -> T:
         """A Planfix request for a person who is waiting: interactive priority (ahead of every background
         request), at most `interactive_timeout` seconds. "No such task" errors pass through as
-        PlanfixItemError; anything else becomes PlanfixUnavailable ("try again")."""
+        PlanfixItemError; anything else becomes PlanfixUnavailable ("try again"). With `user`, the request
+        comes out of that person's allowance; when it is used up, OverAllowance is raised and nothing is sent."""
+        if user is not None and self.allowance is not None and not await self.allowance.take(user):
+            log.info("chat.allowance_used", user=user, what=what, per_minute=self.allowance.per_minute)
+            raise OverAllowance(what)
         with priority(Priority.INTERACTIVE):
             try:
                 async with asyncio.timeout(self.interactive_timeout):

@@ -21,10 +21,11 @@ from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMar
 
 from bot.chat.access import Viewer, may_see, sql_prefilter
 from bot.chat.callbacks import ListKind, ListPage
-from bot.chat.context import ChatContext, PlanfixUnavailable
+from bot.chat.context import ChatContext, OverAllowance, PlanfixUnavailable
 from bot.chat.texts import texts
 from bot.chat.views import TaskView, render_line
 from bot.notify.render import escape, truncate
+from bot.planfix.errors import PlanfixItemError
 
 log = structlog.get_logger(__name__)
 
@@ -119,7 +120,10 @@ async def page_of(ctx: ChatContext, viewer: Viewer, request: ListRequest, page: 
         last = ctx.last_poll()
         if last is None and not views:  # nothing read from Planfix yet in this run: an empty list would mislead
             raise PlanfixUnavailable("no poll yet")
-        shown = await _reread(ctx, viewer, shown, lang)
+        try:
+            shown = await _reread(ctx, viewer, shown, lang)
+        except OverAllowance:
+            pass  # asked too often: the bot's copy, and the note below says how old it is
         when = last.astimezone(ctx.zone_for(chat_id)).strftime("%d.%m %H:%M") if last else "—"
         note = escape(words["stale"].format(time=when))
     now, zone = ctx.clock(), ctx.zone_for(chat_id)
@@ -141,7 +145,11 @@ async def _reread(ctx: ChatContext, viewer: Viewer, shown: list[TaskView], lang:
     """The page's tasks as Planfix shows them now (the feed is not fresh); raises PlanfixUnavailable."""
     if not shown:
         return shown
-    tasks = await ctx.ask(lambda: ctx.client.task_get_multi([v.task_id for v in shown]), what="task.getMulti")
+    try:
+        tasks = await ctx.ask(lambda: ctx.client.task_get_multi([v.task_id for v in shown]), what="task.getMulti",
+                              user=viewer.telegram_id)
+    except PlanfixItemError:  # one task of the page answered 3002 & co: keep the copy (the note says how old)
+        return shown
     live = {t.id: TaskView.from_task(t, ctx.statuses(), lang) for t in tasks}
     return [live[v.task_id] for v in shown if v.task_id in live and may_see(viewer, live[v.task_id])]
 

@@ -9,7 +9,7 @@ from typing import Any
 import structlog
 
 from bot.chat.access import Viewer, may_see
-from bot.chat.context import ChatContext, PlanfixUnavailable
+from bot.chat.context import ChatContext, OverAllowance, PlanfixUnavailable
 from bot.chat.views import ACTIONS_SHOWN, TaskView, action_data
 from bot.planfix.errors import PlanfixItemError
 
@@ -22,6 +22,7 @@ HISTORY_MAX_AGE = 24 * 3600.0  # seconds: a cached history older than this is re
 class Found:
     view: TaskView
     live: bool  # read from Planfix just now (else from the stored snapshot)
+    limited: bool = False  # Planfix was not asked: the person's allowance was used up (the copy is shown)
 
 
 async def find_task(ctx: ChatContext, viewer: Viewer, number: int, lang: str, *, live: bool = False) -> Found | None:
@@ -40,15 +41,23 @@ async def find_task(ctx: ChatContext, viewer: Viewer, number: int, lang: str, *,
             if may_see(viewer, view):
                 return Found(view, live=False)
     try:
-        task = await ctx.ask(lambda: ctx.client.task_get(general=number), what="task.get")
+        task = await ctx.ask(lambda: ctx.client.task_get(general=number), what="task.get", user=viewer.telegram_id)
     except PlanfixItemError:
         return None
+    except OverAllowance:
+        # Asked too often: the bot's copy, if it has one this person may see (else "try again in a minute").
+        data = ctx.tasks.by_general(number)
+        view = TaskView.from_data(data, ctx.statuses(), lang) if data is not None else None
+        if view is None or not may_see(viewer, view):
+            raise
+        return Found(view, live=False, limited=True)
     if not may_see(viewer, task):
         return None
     return Found(TaskView.from_task(task, ctx.statuses(), lang), live=True)
 
 
-async def latest_actions(ctx: ChatContext, task_id: int, *, refresh: bool = False) -> list[dict[str, Any]] | None:
+async def latest_actions(ctx: ChatContext, task_id: int, *, refresh: bool = False,
+                         user: int | None = None) -> list[dict[str, Any]] | None:
     """The task's last few actions (oldest first), or None if Planfix could not be asked.
 
     Cached per task; the cache stays valid while the action feed has seen no newer action of the task (and for at
@@ -61,7 +70,10 @@ async def latest_actions(ctx: ChatContext, task_id: int, *, refresh: bool = Fals
         if young and (newest_seen is None or newest_seen <= cached.newest_action_id):
             return cached.actions
     try:
-        actions = await ctx.ask(lambda: ctx.client.recent_actions(task_id, ACTIONS_SHOWN), what="action.getList")
+        actions = await ctx.ask(lambda: ctx.client.recent_actions(task_id, ACTIONS_SHOWN), what="action.getList",
+                                user=user)
+    except OverAllowance:
+        return cached.actions if cached is not None else None
     except (PlanfixUnavailable, PlanfixItemError):
         return cached.actions if cached is not None and not refresh else None
     data = [action_data(a) for a in actions]

@@ -73,6 +73,10 @@ def status_report(ctx: ChatContext, lang: str, chat_id: int) -> str:
         lines.append(escape(words["status_outbox_empty"]))
     sent, failed = ctx.sender_counts()
     lines.append(escape(words["status_sent"].format(sent=sent, failed=failed)))
+    aside = ctx.store.set_aside()
+    if aside:
+        ids = ", ".join(f"{task_id} ({code})" for task_id, code in list(aside.items())[:5])
+        lines.append(escape(words["status_set_aside"].format(count=len(aside), ids=ids)))
     inactive = ctx.store.inactive_chats()
     if not inactive:
         lines.append(escape(words["status_no_inactive"]))

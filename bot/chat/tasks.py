@@ -19,11 +19,11 @@ from aiogram.types import (
 
 from bot.chat.access import Viewer, may_change_chat
 from bot.chat.callbacks import TaskAct, TaskButton
-from bot.chat.context import ChatContext, PlanfixUnavailable
+from bot.chat.context import ChatContext, OverAllowance, PlanfixUnavailable
 from bot.chat.lookup import Found, find_task, latest_actions
 from bot.chat.texts import texts
 from bot.chat.views import render_card
-from bot.notify.render import task_url
+from bot.notify.render import escape, task_url
 
 log = structlog.get_logger(__name__)
 
@@ -50,18 +50,37 @@ def card_keyboard(ctx: ChatContext, general: int, lang: str, *, following: bool)
 async def card(ctx: ChatContext, viewer: Viewer, chat_id: int, number: int, lang: str, *,
                live: bool = False) -> tuple[str, InlineKeyboardMarkup | None]:
     """The card and its buttons, or (the reason in words, None): not found / not visible / try again."""
+    text, markup, _ = await card_found(ctx, viewer, chat_id, number, lang, live=live)
+    return text, markup
+
+
+async def card_found(ctx: ChatContext, viewer: Viewer, chat_id: int, number: int, lang: str, *,
+                     live: bool = False) -> tuple[str, InlineKeyboardMarkup | None, Found | None]:
+    """card(), and what was found (to tell a Refresh answered from the bot's copy)."""
     words = texts(lang)
     try:
         found = await find_task(ctx, viewer, number, lang, live=live)
+    except OverAllowance:
+        return words["allowance_used"], None, None
     except PlanfixUnavailable:
-        return words["unavailable"], None
+        return words["unavailable"], None, None
     if found is None:
-        return words["not_found"].format(number=number), None
-    actions = await latest_actions(ctx, found.view.task_id, refresh=live)
+        return words["not_found"].format(number=number), None, None
+    actions = await latest_actions(ctx, found.view.task_id, refresh=live and not found.limited,
+                                   user=viewer.telegram_id)
+    note = None
+    if found.limited:
+        note = f"<i>{escape(words['from_copy'].format(time=copy_time(ctx, chat_id)))}</i>"
     text = render_card(found.view, lang=lang, tz=ctx.zone_for(chat_id), now=ctx.clock(), web_url=ctx.web_url,
-                       actions=actions, statuses=ctx.statuses())
+                       actions=actions, statuses=ctx.statuses(), note=note)
     following = ctx.prefs.is_following(chat_id, found.view.task_id)
-    return text, card_keyboard(ctx, found.view.general, lang, following=following)
+    return text, card_keyboard(ctx, found.view.general, lang, following=following), found
+
+
+def copy_time(ctx: ChatContext, chat_id: int) -> str:
+    """When the bot's copy was last brought up to date (the last successful feed poll), in the chat's zone."""
+    last = ctx.last_poll()
+    return last.astimezone(ctx.zone_for(chat_id)).strftime("%d.%m %H:%M:%S") if last else "—"
 
 
 def build_router() -> Router:
@@ -89,12 +108,15 @@ async def on_task_button(query: CallbackQuery, callback_data: TaskButton, chat: 
         return
     number = callback_data.number
     if callback_data.act == TaskAct.REFRESH:
-        text, markup = await card(chat, viewer, message.chat.id, number, lang, live=True)
+        text, markup, found = await card_found(chat, viewer, message.chat.id, number, lang, live=True)
         if markup is None:  # not found, not visible, or Planfix down: say so, show nothing
             await query.answer(text, show_alert=True)
             return
         await _edit(message, text, markup)
-        await query.answer(words["refreshed"])
+        if found is not None and found.limited:
+            await query.answer(words["from_copy"].format(time=copy_time(chat, message.chat.id)), show_alert=True)
+        else:
+            await query.answer(words["refreshed"])
         return
     if not await may_change_chat(bot, message.chat, viewer):
         await query.answer(words["not_chat_admin"], show_alert=True)

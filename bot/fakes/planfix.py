@@ -39,7 +39,9 @@ DEFAULT_STATUSES = (
     (7, "Отмененная", "Canceled", False),
 )
 DEFAULT_SET_ID = 2
-FAULT_KINDS = frozenset({"http500", "http502", "hang", "malformed", "billion_laughs", "oversized", "drop"})
+FAULT_KINDS = frozenset({"http500", "http502", "hang", "malformed", "billion_laughs", "oversized", "drop", "redirect",
+                         "http401", "http403", "http404"})
+MALFORMED_FIELDS = {"general": ("general", ""), "status": ("status", "in work"), "endTime": ("endTime", "31-13-2026")}
 
 BILLION_LAUGHS = b"""<?xml version="1.0"?>
 <!DOCTYPE lolz [
@@ -135,6 +137,9 @@ class FakeAccount:
         self.statuses: dict[int, FakeStatus] = {}
         self.tasks: dict[int, FakeTask] = {}
         self.actions: list[FakeAction] = []
+        # Issue 10: tasks Planfix refuses one by one, and cards that break the documented shape.
+        self.denied: dict[int, tuple[str, str]] = {}  # task id → (error code, "error" | "omit" in task.getMulti)
+        self.malformed: dict[int, str] = {}  # task id → the field rendered wrongly (MALFORMED_FIELDS)
         # Internal ids and task numbers live in different ranges so code that mixes them up fails loudly.
         self._task_ids = itertools.count(1_128_001)
         self._generals = itertools.count(1001)
@@ -277,6 +282,23 @@ class FakeAccount:
             setattr(task, name, value)
         self._generals_used.add(task.general)
 
+    def deny_access(self, task_id: int, code: str = "3002", *, in_batch: str = "error") -> None:
+        """The API user loses access to one task: task.get answers `code`; a task.getMulti naming it fails with
+        `code` (in_batch="error") or silently leaves it out ("omit", PLANFIX-API.md §16); lists no longer show
+        it. Its actions stay in the feed (that is how the watcher meets it)."""
+        if in_batch not in ("error", "omit"):
+            raise ValueError("in_batch is 'error' or 'omit'")
+        self.denied[task_id] = (code, in_batch)
+
+    def allow_access(self, task_id: int) -> None:
+        self.denied.pop(task_id, None)
+
+    def malform(self, task_id: int, field: str = "general") -> None:
+        """Render this task's card without `general`, with a non-numeric status, or an impossible endTime."""
+        if field not in MALFORMED_FIELDS:
+            raise ValueError(f"choose a field from {sorted(MALFORMED_FIELDS)}")
+        self.malformed[task_id] = field
+
     def delete_task(self, task_id: int) -> None:
         """Remove the task (task.get then answers 3001); its past actions stay in the feed."""
         del self.tasks[task_id]
@@ -391,6 +413,15 @@ def render_task(parent: Element, task: FakeTask, account: FakeAccount, *, with_p
     _sub(node, "starred", 0)
     _sub(node, "customData")
     render_people(node, "workers", task.workers, account)
+    broken = account.malformed.get(task.id)
+    if broken:
+        tag, value = MALFORMED_FIELDS[broken]
+        bad = node.find(tag)
+        assert bad is not None
+        if value:
+            bad.text = value
+        else:
+            node.remove(bad)
     if with_people:
         render_people(node, "members", task.members, account)
         render_people(node, "auditors", task.auditors, account)
@@ -425,7 +456,7 @@ def render_action(parent: Element, action: FakeAction, account: FakeAccount) -> 
     _sub(node, "notifiedList")
 
 
-def render_user(parent: Element, user: FakeUser) -> None:
+def render_user(parent: Element, user: FakeUser, account: str = "demo") -> None:
     """A `<user>` like user.get.xml (the fields a bot reads, plus the common extras)."""
     node = _sub(parent, "user")
     _sub(node, "id", user.id)
@@ -439,7 +470,7 @@ def render_user(parent: Element, user: FakeUser) -> None:
     _sub(node, "birthdate")
     _sub(node, "timezone", user.timezone or "")
     _sub(node, "useDst", 1)
-    _sub(node, "userPic", f"https://demo.planfix.ru/?action=getuserpic&id={user.id}\n")  # the real trailing \n
+    _sub(node, "userPic", f"https://{account}.planfix.ru/?action=getuserpic&id={user.id}\n")  # the real trailing \n
     _sub(node, "isOnline", 0)
     _sub(node, "userGroups")
 
@@ -570,6 +601,11 @@ class FakePlanfix(FakeAccount):
         self.rps_violation_code: str | None = None
         self.rps_violations: list[RecordedRequest] = []
         self.clamp_page_size = False
+        # Paging quirks (PLANFIX-API.md §16), task.getList only: each page repeats its first row at its end;
+        # totalCount is reported this much too low; a page past the end answers this code instead of an empty list.
+        self.list_duplicates = False
+        self.list_total_off = 0
+        self.past_end_code: str | None = None
         self.url = ""
         self._injected: list[_Injected] = []
         self._runner: web.AppRunner | None = None
@@ -625,7 +661,8 @@ class FakePlanfix(FakeAccount):
         self, kind: str, *, method: str | None = None, times: int = 1, seconds: float = 0, size: int = 25_000_000
     ) -> None:
         """Break the next `times` matching requests: http500, http502, hang (sleep `seconds`, then answer),
-        malformed (truncated XML), billion_laughs, oversized (`size` bytes, chunked), drop (close the socket)."""
+        malformed (truncated XML), billion_laughs, oversized (`size` bytes, chunked), drop (close the socket),
+        redirect (301 elsewhere), http401/http403/http404 (a wrong endpoint or a proxy in the way)."""
         if kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault {kind!r}; choose from {sorted(FAULT_KINDS)}")
         self._injected.append(_Injected(kind, method, times, seconds=seconds, size=size))
@@ -755,16 +792,18 @@ class FakePlanfix(FakeAccount):
         if user is None:
             raise ApiError("6004")
         root = document("ok")
-        render_user(root, user)
+        render_user(root, user, self.account)
         return root
 
     def _user_get_list(self, doc: Element) -> Element:
         wanted = _text(doc, "status")
         users = [u for u in sorted(self.users.values(), key=lambda u: u.id) if not wanted or u.status == wanted]
-        return self._paged(doc, "users", users, render_user)
+        return self._paged(doc, "users", users, lambda parent, u: render_user(parent, u, self.account))
 
     def _task_get(self, doc: Element) -> Element:
         task = self._find_task(doc, "task")
+        if task.id in self.denied:
+            raise ApiError(self.denied[task.id][0])
         root = document("ok")
         render_task(root, task, self)
         return root
@@ -776,9 +815,15 @@ class FakePlanfix(FakeAccount):
             raise ApiError("0009")
         if len(ids) + len(generals) > MAX_PAGE_SIZE:
             raise ApiError("0021")
-        # Unknown ids are left out rather than failing the batch: our guess, UNCONFIRMED.
+        # Unknown ids are left out rather than failing the batch (§16); so are denied "omit" ids, while a
+        # denied "error" id fails the whole batch with its code.
         found = [self.tasks[i] for i in ids if i in self.tasks]
         found += [t for t in map(self.task_by_general, generals) if t is not None]
+        for task in found:
+            code, mode = self.denied.get(task.id, ("", ""))
+            if mode == "error":
+                raise ApiError(code)
+        found = [t for t in found if t.id not in self.denied]
         root = document("ok")
         tasks = list_root(root, "tasks", len(found), None)
         for task in found:
@@ -786,8 +831,10 @@ class FakePlanfix(FakeAccount):
         return root
 
     def _task_get_list(self, doc: Element) -> Element:
-        tasks = [t for t in sorted(self.tasks.values(), key=lambda t: t.id) if self._task_matches(t, doc)]
-        return self._paged(doc, "tasks", tasks, lambda parent, t: render_task(parent, t, self, with_people=False))
+        tasks = [t for t in sorted(self.tasks.values(), key=lambda t: t.id)
+                 if self._task_matches(t, doc) and t.id not in self.denied]
+        return self._paged(doc, "tasks", tasks, lambda parent, t: render_task(parent, t, self, with_people=False),
+                           quirks=True)
 
     def _task_matches(self, task: FakeTask, doc: Element) -> bool:
         target = _text(doc, "target") or "all"
@@ -894,15 +941,22 @@ class FakePlanfix(FakeAccount):
             size = MAX_PAGE_SIZE
         return _PageRequest(number=1 if number is None else number, size=size)
 
-    def _paged(self, doc: Element, tag: str, items: Sequence[Item], render: Callable[[Element, Item], None]) -> Element:
-        """One page of `items` under `<tag count totalCount>`; pageCurrent=0 answers the count only."""
+    def _paged(self, doc: Element, tag: str, items: Sequence[Item], render: Callable[[Element, Item], None],
+               *, quirks: bool = False) -> Element:
+        """One page of `items` under `<tag count totalCount>`; pageCurrent=0 answers the count only. `quirks`:
+        apply the paging quirks (list_duplicates, list_total_off, past_end_code)."""
         page = self._page_request(doc)
         root = document("ok")
+        total = max(0, len(items) - self.list_total_off) if quirks else len(items)
         if page.number == 0:
-            list_root(root, tag, 0, len(items))
+            list_root(root, tag, 0, total)
             return root
-        chunk = items[(page.number - 1) * page.size : page.number * page.size]
-        holder = list_root(root, tag, len(chunk), len(items))
+        chunk = list(items[(page.number - 1) * page.size : page.number * page.size])
+        if quirks and not chunk and page.number > 1 and self.past_end_code:
+            raise ApiError(self.past_end_code)
+        if quirks and self.list_duplicates and chunk:
+            chunk.append(chunk[0])
+        holder = list_root(root, tag, len(chunk), total)
         for item in chunk:
             render(holder, item)
         return root
@@ -977,6 +1031,11 @@ async def _fault_response(fault: _Injected, request: web.Request) -> web.StreamR
         return web.Response(body=TRUNCATED, content_type="application/xml")
     if fault.kind == "billion_laughs":
         return web.Response(body=BILLION_LAUGHS, content_type="application/xml")
+    if fault.kind == "redirect":
+        # A wrong endpoint (http:// for https://, no trailing slash, an old host) answers with a redirect.
+        raise web.HTTPMovedPermanently(location="https://api.planfix.com/xml/")
+    if fault.kind in ("http401", "http403", "http404"):
+        return web.Response(status=int(fault.kind[4:]), text="<html><body>Error</body></html>", content_type="text/html")
     if fault.kind == "drop":
         assert request.transport is not None
         request.transport.close()

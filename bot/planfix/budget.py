@@ -17,6 +17,14 @@ until our day ends when our own count says so, or for one header refresh period 
 (then one background request looks at the header again). Error 0007 pauses background requests until the daily counter resets. The
 reset time is UNCONFIRMED (PLANFIX-API.md §8): we assume the next midnight in the API user's zone, then probe
 with one background request at a time, backing off from 15 minutes to 2 hours while Planfix still says 0007.
+But 0007 is not always the day (§16): what exceeding the shared 1 request/s returns is undocumented. So when a
+fresh `X-RateLimit-Remaining` (on the 0007 answer itself, or within the last refresh period) says more than the
+reserve is left, a 0007 is a short-term limit: background requests pause for 1 minute, doubling to 16 while it
+repeats, and today's count is kept; only an exhausted (or unknown) day pauses until the reset.
+
+Commands cannot starve the feed: while a background request waits, at most `interactive_run` slots in a row go
+to commands (default 2), then one goes to the best background waiter — so background work keeps at least a third
+of the rate whatever people click (each person's own allowance is in bot/chat/allowance.py).
 
 The budget knows nothing of SQLite: `snapshot()`/`restore()` let the watcher keep requests-used-today in the
 state file across restarts.
@@ -48,6 +56,8 @@ SPACING_MARGIN = 1.02
 FIRST_PROBE_BACKOFF = timedelta(minutes=15)
 MAX_PROBE_BACKOFF = timedelta(hours=2)
 HOLD_CAP = 5.0  # seconds: a slow (or hung) request holds back the next one at most this long
+FIRST_SHORT_PAUSE = timedelta(minutes=1)  # a 0007 while the header says plenty is left: a short-term limit
+MAX_SHORT_PAUSE = timedelta(minutes=16)
 RESET_SLACK = timedelta(minutes=1)  # probe a minute after the guessed reset, not on the stroke of midnight
 HEADER_REFRESH = timedelta(minutes=10)  # Planfix refreshes X-RateLimit-Remaining about this often (§8)
 
@@ -109,6 +119,7 @@ class Budget:
         reserve: int | None = None,
         zone: tzinfo = UTC,
         clock: Callable[[], datetime] = _utc_now,
+        interactive_run: int | None = 2,
     ) -> None:
         if requests_per_second <= 0:
             raise ValueError("requests_per_second must be positive")
@@ -136,8 +147,12 @@ class Budget:
         self._header_seen: datetime | None = None  # when a header last arrived
         self._since_header = 0  # our requests since the header value last changed
         self.paused_until: datetime | None = None  # set by 0007; cleared by the next answer that is not 0007
+        self.short_pause = False  # the current pause is a short-term limit (the day is not used up)
         self._probe_backoff = FIRST_PROBE_BACKOFF
+        self._short_backoff = FIRST_SHORT_PAUSE
         self.granted: dict[Priority, int] = dict.fromkeys(Priority, 0)  # slots handed out, for stats and tests
+        self.interactive_run = interactive_run  # None: commands always first (no share kept for the feed)
+        self._run = 0  # slots in a row given to commands while a background request waited
 
     # --- the day ----------------------------------------------------------------------------------------------
 
@@ -207,7 +222,12 @@ class Budget:
         until = self.background_resume_at()
         if until is None:
             return None
-        why = "Planfix answered 0007 (daily limit)" if self.paused_until == until else "today's budget is used up"
+        if self.paused_until != until:
+            why = "today's budget is used up"
+        elif self.short_pause:
+            why = "Planfix answered 0007 while plenty of today's requests are left (a short-term limit)"
+        else:
+            why = "Planfix answered 0007 (daily limit)"
         return BudgetPaused(f"background Planfix requests paused until {until.isoformat()}: {why}", until=until)
 
     async def acquire(self, level: Priority | None = None) -> None:
@@ -249,7 +269,7 @@ class Budget:
                 await asyncio.sleep(self._last_done + self._period - loop.time())
             await self._limiter.acquire()
             while self._waiting:
-                level, _, future = heapq.heappop(self._waiting)
+                level, _, future = self._next_waiter()
                 if future.done():  # its caller was cancelled while waiting
                     continue
                 refusal = self._refusal(Priority(level))
@@ -261,6 +281,24 @@ class Budget:
                 self._idle.clear()
                 self._last_grant = loop.time()
                 break
+
+    def _next_waiter(self) -> tuple[int, int, asyncio.Future[None]]:
+        """The best waiter, except that after `interactive_run` command slots in a row while background requests
+        wait, the best background waiter goes first (the feed's guaranteed share)."""
+        background = [w for w in self._waiting if w[0] != Priority.INTERACTIVE and not w[2].done()]
+        if not background:
+            self._run = 0
+            return heapq.heappop(self._waiting)
+        if self._waiting[0][0] == Priority.INTERACTIVE and (
+            self.interactive_run is None or self._run < self.interactive_run
+        ):
+            self._run += 1
+            return heapq.heappop(self._waiting)
+        self._run = 0
+        chosen = min(background)
+        self._waiting.remove(chosen)
+        heapq.heapify(self._waiting)
+        return chosen
 
     # --- what Planfix told us --------------------------------------------------------------------------------
 
@@ -278,18 +316,37 @@ class Budget:
     def note_answer(self) -> None:
         """Planfix answered something other than 0007: the daily limit is not (or no longer) hit."""
         if self.paused_until is not None:
-            log.info("planfix.budget_resumed", paused_until=self.paused_until.isoformat())
+            log.info("planfix.budget_resumed", paused_until=self.paused_until.isoformat(), short=self.short_pause)
             self.paused_until = None
             self._probe_backoff = FIRST_PROBE_BACKOFF
-            # Planfix serves requests again, so its counter was reset (whenever that really happens): start over.
-            self._used = 0
-            self._forget_header()
+            self._short_backoff = FIRST_SHORT_PAUSE
+            if not self.short_pause:
+                # Planfix serves requests again, so its counter was reset (whenever that really happens): start over.
+                self._used = 0
+                self._forget_header()
+            self.short_pause = False
+
+    def plenty_left(self) -> bool:
+        """A fresh X-RateLimit-Remaining says more than the reserve is left today."""
+        if self.header_remaining is None or self._header_seen is None:
+            return False
+        fresh = self.clock() - self._header_seen <= HEADER_REFRESH
+        return fresh and self.header_remaining - self._since_header > self.reserve
 
     def note_limit_error(self) -> datetime:
-        """Error 0007: pause background requests; returns until when."""
+        """Error 0007: pause background requests; returns until when. Short-term (minutes) while the header says
+        plenty is left; until the daily reset otherwise."""
         now = self.clock()
         self._roll()
-        if self.paused_until is None:
+        if self.plenty_left():
+            until = now + self._short_backoff
+            self._short_backoff = min(self._short_backoff * 2, MAX_SHORT_PAUSE)
+            self.paused_until, self.short_pause = until, True
+            log.warning("planfix.rate_limited", until=until.isoformat(), remaining=self.header_remaining,
+                        effect="a short-term limit: background requests wait minutes, not until the daily reset")
+            return until
+        was_short, self.short_pause = self.short_pause, False
+        if self.paused_until is None or was_short:
             # First 0007 of an episode: wait for the assumed reset.
             until = max(self._day_ends, now) + RESET_SLACK
         else:
@@ -310,6 +367,7 @@ class Budget:
             "used": self._used,
             "paused_until": self.paused_until.isoformat() if self.paused_until else None,
             "probe_backoff_s": self._probe_backoff.total_seconds(),
+            "short_pause": self.short_pause,
         }
 
     def restore(self, data: dict[str, Any]) -> None:
@@ -329,3 +387,4 @@ class Budget:
             self._used = max(self._used, used)
         self.paused_until = paused_until
         self._probe_backoff = backoff
+        self.short_pause = bool(data.get("short_pause")) and paused_until is not None

@@ -19,22 +19,25 @@ from bot import __version__
 from bot.planfix.budget import Budget
 from bot.planfix.dates import format_date, format_datetime
 from bot.planfix.errors import (
+    WRONG_ENDPOINT,
     PlanfixConfigError,
     PlanfixError,
     PlanfixLimitError,
+    PlanfixRequestError,
     PlanfixSessionError,
     PlanfixTransientError,
+    endpoint_error,
 )
 from bot.planfix.models import Action, Page, Status, Task, User
 from bot.planfix.xmlparse import (
     child,
     parse_action,
     parse_action_page,
+    parse_one_task,
     parse_response,
     parse_sid,
     parse_status_page,
     parse_status_set_page,
-    parse_task,
     parse_task_page,
     parse_user,
     parse_user_page,
@@ -50,6 +53,8 @@ Param = tuple[str, ParamValue]
 Params = Union[Sequence[Param], Callable[[Element], None]]
 
 MAX_PAGE_SIZE = 100  # every Planfix list method caps pageSize at 100 (PLANFIX-API.md §7)
+MAX_PAGES = 1000  # a list longer than this many pages (100,000 items) is cut off, with a log line
+PAST_THE_END = "0015"  # what a page past the end of a list may answer instead of an empty list (§16)
 XML_DECLARATION = b'<?xml version="1.0" encoding="UTF-8"?>\n'
 
 
@@ -87,6 +92,7 @@ class PlanfixClient:
             raise ValueError("requests_per_second must be positive")
         self.budget = budget or Budget(requests_per_second=requests_per_second)
         self.request_counts: Counter[tuple[str, str]] = Counter()  # (method, "ok" | error code | failure kind)
+        self.items_skipped: Counter[str] = Counter()  # malformed list items left out, by method
         self.url = url
         self.account = account
         self.api_timezone = api_timezone
@@ -155,11 +161,15 @@ class PlanfixClient:
         """request() and parse the answer; a shape error found while parsing names the method."""
         response = await self.request(method, params)
         try:
-            return parse(response)
+            result = parse(response)
         except PlanfixError as exc:
             if exc.method is not None:
                 raise
             raise type(exc)(f"{method}: {exc.message}", code=exc.code, method=method) from None
+        if isinstance(result, Page) and result.skipped:
+            self.items_skipped[method] += len(result.skipped)
+            log.warning("planfix.items_skipped", method=method, count=len(result.skipped), items=result.skipped[:5])
+        return result
 
     async def _session(self) -> str | None:
         """The sid to send: None in token mode; logs in first if there is none yet (one login at a time)."""
@@ -213,6 +223,9 @@ class PlanfixClient:
         """POST the body; return the response body, refusing non-200 and anything over max_body_bytes."""
         async with self._http.stream("POST", self.url, content=body) as response:
             self._note_rate_limit(response.headers)
+            if response.status_code in WRONG_ENDPOINT:
+                # Not a transient fault: retrying a wrong endpoint for ever would hide it (issue 10).
+                raise endpoint_error(method, self.url, response.status_code, response.headers.get("Location"))
             if response.status_code != 200:
                 raise PlanfixTransientError(
                     f"{method}: HTTP {response.status_code}", method=method, http_status=response.status_code
@@ -273,11 +286,12 @@ class PlanfixClient:
         if id is None and general is None:
             raise ValueError("task_get needs id or general")
         ref: list[Param] = [("id", id), ("general", general)]
-        return await self._fetch("task.get", [("task", ref)], lambda r: parse_task(child(r, "task"), self.api_timezone))
+        return await self._fetch("task.get", [("task", ref)], lambda r: parse_one_task(r, self.api_timezone))
 
     async def task_get_multi(self, ids: Sequence[int]) -> list[Task]:
-        """task.getMulti by internal ids, ≤100 per request. Unknown or hidden ids are simply absent from the
-        result (what the fake does; real behaviour UNCONFIRMED)."""
+        """task.getMulti by internal ids, ≤100 per request. Planfix may leave out ids it cannot return (deleted or
+        hidden) instead of failing (PLANFIX-API.md §16), or fail the whole batch with one task's error code: the
+        watcher (bot/watch/poller.py fetch_cards) double-checks and narrows down."""
         tasks: list[Task] = []
         unique = list(dict.fromkeys(ids))
         for start in range(0, len(unique), MAX_PAGE_SIZE):
@@ -306,11 +320,22 @@ class PlanfixClient:
         filter: str | None = None,  # noqa: A002
         page_size: int = MAX_PAGE_SIZE,
     ) -> Page[Task]:
-        """One page of task.getList (1-based), with its totalCount: for callers that spread paging over time."""
+        """One page of task.getList (1-based), with its totalCount: for callers that spread paging over time.
+        A page past the end that answers 0015 comes back as an empty page (the end of the list)."""
         if number < 1 or not 1 <= page_size <= MAX_PAGE_SIZE:
             raise ValueError(f"page number must be ≥ 1 and page_size within 1..{MAX_PAGE_SIZE}")
         params: list[Param] = [("target", target), ("filter", filter), ("pageCurrent", number), ("pageSize", page_size)]
-        return await self._fetch("task.getList", params, self._task_page)
+        return await self._page("task.getList", params, self._task_page, number)
+
+    async def _page(self, method: str, params: Sequence[Param], parse: Callable[[Element], Page[T]],
+                    number: int) -> Page[T]:
+        try:
+            return await self._fetch(method, params, parse)
+        except PlanfixRequestError as exc:
+            if number > 1 and exc.code == PAST_THE_END:
+                log.info("planfix.list_end_by_error", method=method, page=number, code=exc.code)
+                return Page(items=[], count=0)
+            raise
 
     async def action_get(self, action_id: int) -> Action:
         """action.get; unknown → PlanfixItemError (4002)."""
@@ -382,24 +407,34 @@ class PlanfixClient:
         page_size: int,
         max_pages: int | None = None,
     ) -> list[T]:
-        """Request pages 1, 2, … until a short page, totalCount reached, or max_pages."""
+        """Request pages 1, 2, … until a short or empty page (see is_last_page), a page that brings no id not
+        seen before (a server repeating itself), 0015 past the end, `max_pages`, or MAX_PAGES (logged)."""
         if not 1 <= page_size <= MAX_PAGE_SIZE:
             raise ValueError(f"page_size must be within 1..{MAX_PAGE_SIZE}")
         items: list[T] = []
+        seen: set[int] = set()
         number = 1
         while True:
-            page = await self._fetch(method, [*params, ("pageCurrent", number), ("pageSize", page_size)], parse)
-            items.extend(page.items)
+            page = await self._page(method, [*params, ("pageCurrent", number), ("pageSize", page_size)], parse, number)
+            new = [item for item in page.items if item.id not in seen]  # type: ignore[attr-defined]
+            seen.update(item.id for item in new)  # type: ignore[attr-defined]
+            items.extend(new)
             if is_last_page(page, number, page_size) or (max_pages is not None and number >= max_pages):
+                return items
+            if page.items and not new:
+                log.warning("planfix.list_repeats", method=method, page=number, effect="list ends here")
+                return items
+            if number >= MAX_PAGES:
+                log.warning("planfix.list_capped", method=method, pages=number, items=len(items),
+                            effect=f"only the first {MAX_PAGES} pages are read")
                 return items
             number += 1
 
 
 def is_last_page(page: Page[T], number: int, page_size: int) -> bool:
-    """True when page `number` ends the list: fewer items than asked for, or totalCount already covered."""
-    if len(page.items) < page_size:
-        return True
-    return page.total_count is not None and number * page_size >= page.total_count
+    """True when page `number` ends the list: fewer rows than asked for (or none). Never `totalCount` alone: a
+    real task.getList answered totalCount="2" count="3" with one task twice (PLANFIX-API.md §16)."""
+    return page.rows < page_size
 
 
 def build_request(method: str, account: str, sid: str | None, params: Params, tz: tzinfo) -> bytes:

@@ -43,6 +43,40 @@ class PlanfixConfigError(PlanfixError):
     """Fatal until a human fixes the configuration or the account (wrong key, token, account, data centre…)."""
 
 
+class PlanfixEndpointError(PlanfixConfigError):
+    """The endpoint answered a redirect, 401, 403 or 404: `planfix.url` does not point at the XML API. `fix` says
+    what to set instead."""
+
+    def __init__(self, message: str, *, fix: str, method: str | None = None, http_status: int | None = None) -> None:
+        super().__init__(message, method=method, http_status=http_status)
+        self.fix = fix
+
+
+ENDPOINTS = (
+    "https://api.planfix.com/xml/ (Europe), https://apiru.planfix.ru/xml/ (Russia), "
+    "https://api-sg.planfix.com/xml/ (Asia), https://api-us.planfix.com/xml/ (America)"
+)
+REDIRECTS = frozenset({301, 302, 303, 307, 308})
+WRONG_ENDPOINT = REDIRECTS | {401, 403, 404}
+
+
+def endpoint_error(method: str, url: str, status: int, location: str | None) -> PlanfixEndpointError:
+    """What a redirect, 401, 403 or 404 from the endpoint means, naming planfix.url and the fix."""
+    if status in REDIRECTS:
+        where = f" to {location}" if location else ""
+        message = f"{method}: planfix.url {url} answers HTTP {status}, a redirect{where}"
+        fix = (f"set planfix.url to the endpoint itself{' (probably ' + location + ')' if location else ''}: "
+               f"https and the trailing slash, one of {ENDPOINTS}")
+    elif status == 404:
+        message = f"{method}: planfix.url {url} answers HTTP 404 (no XML API there)"
+        fix = f"set planfix.url to your data centre's endpoint, ending in /xml/: {ENDPOINTS}"
+    else:
+        message = f"{method}: planfix.url {url} answers HTTP {status} (refused before Planfix read the request)"
+        fix = (f"set planfix.url to your data centre's endpoint ({ENDPOINTS}); if it is right, check that no proxy "
+               "or firewall is in the way and that planfix.api_key is the account's API key")
+    return PlanfixEndpointError(message, fix=fix, method=method, http_status=status)
+
+
 class PlanfixTransientError(PlanfixError):
     """Try again later: platform busy, HTTP/network failure, timeout, malformed or unexpected response."""
 
@@ -60,6 +94,11 @@ class PlanfixSessionError(PlanfixTransientError):
 
 class PlanfixItemError(PlanfixError):
     """One object is missing or not accessible (task, action, project, user); skip that item only."""
+
+
+class PlanfixMalformedError(PlanfixItemError):
+    """One object in an answer does not have the documented shape (no `general`, a non-numeric status, a date
+    that does not parse): a property of that object, so it is skipped like an inaccessible one, not retried."""
 
 
 class PlanfixRequestError(PlanfixError):
@@ -102,12 +141,26 @@ CODE_DESCRIPTIONS: dict[str, str] = {
     "2001": "project does not exist",
     "2002": "no privileges for the project",
     "3001": "task does not exist",
+    "3002": "no access to the (parent) task",
     "3008": "no access to the task",
+    "3009": "no access to change the task",
     "3014": "task is being modified; repeat the request later",
+    "4001": "no privileges for the action",
     "4002": "action does not exist",
     "4008": "no access to the action",
     "4009": "no access to the task of the action",
+    "5001": "user group does not exist",
+    "5002": "no privileges for the user group",
+    "6001": "no privileges for the user",
     "6004": "user does not exist",
+    "7001": "no privileges for the client",
+    "7002": "client does not exist",
+    "8001": "no privileges for the contact",
+    "8002": "contact does not exist",
+    "9001": "no privileges for the file",
+    "9002": "file does not exist",
+    "10001": "no privileges for the analytic",
+    "10002": "analytic does not exist",
     "11001": "subscription does not exist",
 }
 
@@ -115,9 +168,14 @@ _CONFIG = frozenset(
     {"0001", "0002", "0004", "0010", "0013", "0014", "0020", "0022", "0023", "0024", "1001", "1002"}
 )
 _TRANSIENT = frozenset({"0011", "3014"})
+# Every "does not exist / no access / no privileges" code of one object in the official list (the Go client's
+# copy of it: popstas/planfix-go errors.go), plus the add/update errors of one object.
 _ITEM = frozenset(
-    {"0101", "0102", "0103", "0104", "0105", "2001", "2002", "3001", "3008", "4002", "4008", "4009", "6004"}
+    {"0101", "0102", "0103", "0104", "0105", "2001", "2002", "3001", "3002", "3008", "3009", "4001", "4002",
+     "4008", "4009", "5001", "5002", "6001", "6004", "7001", "7002", "8001", "8002", "9001", "9002", "10001",
+     "10002"}
 )
+TASK_GONE = "3001"  # the only code that means the task was deleted (PLANFIX-API.md §16); the rest: set aside
 
 
 def describe(code: str) -> str:

@@ -110,6 +110,7 @@ class User:
     status: str = ""  # ACTIVE | UNACTIVE
     timezone: str | None = None  # IANA name
     telegram_id: str | None = None
+    user_pic: str = ""  # the avatar URL: served from the account's web address (tells .planfix.ru from .com)
 
     @property
     def full_name(self) -> str:
@@ -138,6 +139,12 @@ class Page(Generic[T]):
     items: list[T]
     count: int
     total_count: int | None = None
+    skipped: list[str] = field(default_factory=list)  # why each malformed item of the page was left out
+
+    @property
+    def rows(self) -> int:
+        """Items the page held, malformed ones included: what decides whether the page was full."""
+        return len(self.items) + len(self.skipped)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import defusedxml.ElementTree as SafeET
 from defusedxml import DefusedXmlException
 
 from bot.planfix.dates import parse_datetime, parse_deadline
-from bot.planfix.errors import PlanfixTransientError, error_for_code
+from bot.planfix.errors import PlanfixMalformedError, PlanfixTransientError, error_for_code
 from bot.planfix.models import (
     Action,
     DateChange,
@@ -241,6 +241,7 @@ def parse_user(el: Element) -> User:
         status=text(el, "status"),
         timezone=text(el, "timezone") or None,
         telegram_id=text(el, "telegramId") or None,
+        user_pic=text(el, "userPic"),
     )
 
 
@@ -286,9 +287,27 @@ def parse_page(el: Element, list_tag: str, item_tag: str, parse_item: Callable[[
     root is an empty page.
     """
     root = el if el.tag == list_tag else child(el, list_tag)
-    items = [parse_item(item) for item in root.findall(item_tag)]
+    items: list[T] = []
+    skipped: list[str] = []
+    for number, item in enumerate(root.findall(item_tag), 1):
+        try:
+            items.append(parse_item(item))
+        except PlanfixTransientError as exc:  # shape errors only: the XML itself parsed
+            # One bad item never fails its page: it is left out and reported (the caller logs it).
+            skipped.append(f"<{item_tag}> #{number} (id {text(item, 'id') or '?'}): {exc.message}"[:300])
     count = _count_attr(root, "count")
-    return Page(items=items, count=len(items) if count is None else count, total_count=_count_attr(root, "totalCount"))
+    return Page(items=items, count=len(items) if count is None else count, total_count=_count_attr(root, "totalCount"),
+                skipped=skipped)
+
+
+def parse_one_task(response: Element, tz: tzinfo) -> Task:
+    """The `<task>` of task.get. A card without the documented shape is that task's problem
+    (PlanfixMalformedError, skipped like an inaccessible task), not a failure of the whole request."""
+    el = child(response, "task")
+    try:
+        return parse_task(el, tz)
+    except PlanfixTransientError as exc:
+        raise PlanfixMalformedError(exc.message, code=None) from None
 
 
 def parse_task_page(el: Element, tz: tzinfo) -> Page[Task]:

@@ -8,12 +8,14 @@ sleep until due, run one step, decide when to run next. The policy for a failed 
   anything unexpected: retry after a back-off that doubles from min(interval, 10 s) up to
   `poll.max_backoff_seconds`, with jitter (50–100 %). Nothing is skipped: the step commits nothing unless it
   completes, and the feed cursor only moves on a commit.
-* config-fatal (0001, 0002, 0004, 0010, 0012, 0013, 0014, 0020, 0022, 0023, 0024, 1001, 1002): every
+* config-fatal (0001, 0002, 0004, 0010, 0012, 0013, 0014, 0020, 0022, 0023, 0024, 1001, 1002, and a redirect,
+  401, 403 or 404 from the endpoint — planfix.url is wrong, PlanfixEndpointError carries the fix): every
   background job stops; one clear log line with the fix; the admins are told once; commands keep working
   (`Health.problem` explains why notifications stopped).
 * the daily limit (0007) or a budget used up: background jobs wait until the budget resumes (budget.py), the
   admins are told once per episode, and everything resumes by itself.
-* per-item errors (3001, 3008, 4002, 4008) never get here: the steps drop that task or action and go on.
+* per-item errors (3001, 3002, 3008, 4001, 6001, …) never get here: the steps forget (3001) or set aside that
+  task and go on (poller.fetch_cards). A short-term 0007 (plenty left today) only delays the job, silently.
 """
 
 from __future__ import annotations
@@ -70,6 +72,15 @@ def fix_hint(code: str | None) -> str:
     return FIX_HINTS.get(code or "", "check the [planfix] section of the configuration")
 
 
+def fix_for(exc: PlanfixError) -> str:
+    """The fix for a config-fatal error: its own (a wrong endpoint knows it), else by code."""
+    return getattr(exc, "fix", "") or fix_hint(exc.code)
+
+
+def what_refused(exc: PlanfixError) -> str:
+    return exc.code or (f"HTTP {exc.http_status}" if exc.http_status else type(exc).__name__)
+
+
 @dataclass
 class Health:
     """What the background jobs share: the config-fatal stop and the once-per-episode admin notices."""
@@ -83,7 +94,7 @@ class Health:
     def problem(self) -> str | None:
         """Why notifications stopped or wait, in one sentence (for commands and status), or None."""
         if self.fatal is not None:
-            return f"Planfix refuses the bot's configuration ({self.fatal.code}): {fix_hint(self.fatal.code)}"
+            return f"Planfix refuses the bot's configuration ({what_refused(self.fatal)}): {fix_for(self.fatal)}"
         if self.paused_until is not None:
             return f"the daily Planfix request limit is reached; background checks resume at {self.paused_until:%Y-%m-%d %H:%M %Z}"
         return None
@@ -100,10 +111,10 @@ class Health:
         if self.fatal is not None:
             return
         self.fatal = exc
-        log.error("planfix.config_error", job=job, code=exc.code, error=str(exc), fix=fix_hint(exc.code),
-                  effect="background polling stopped; commands still answered")
+        log.error("planfix.config_error", job=job, code=exc.code, http_status=exc.http_status, error=str(exc),
+                  fix=fix_for(exc), effect="background polling stopped; commands still answered")
         await self.tell_admins(
-            f"⚠️ Planfix refuses the bot: {html.escape(str(exc))}.\nFix: {html.escape(fix_hint(exc.code))}, then "
+            f"⚠️ Planfix refuses the bot: {html.escape(str(exc))}.\nFix: {html.escape(fix_for(exc))}, then "
             "restart the bot. Notifications are stopped until then; commands are still answered."
         )
 
@@ -189,7 +200,10 @@ class BackgroundJob:
             self.results["limited"] += 1
             until = self.budget.background_resume_at() or self.clock() + timedelta(seconds=self.max_backoff)
             self.next_run = until
-            await self.health.limited(exc, until)
+            if self.budget.short_pause:  # a short-term 0007 (the day is not used up): minutes, not worth a message
+                log.warning("job.rate_limited", job=self.name, until=until.isoformat())
+            else:
+                await self.health.limited(exc, until)
         except (PlanfixError, TimeoutError) as exc:
             self.results["transient"] += 1
             self.failures += 1

@@ -22,7 +22,7 @@ import structlog
 from bot.events import DEADLINE, STATUS, Event
 from bot.planfix.budget import Priority, priority
 from bot.planfix.client import MAX_PAGE_SIZE, PlanfixClient, is_last_page
-from bot.planfix.errors import PlanfixItemError
+from bot.planfix.errors import TASK_GONE, PlanfixItemError, PlanfixRequestError
 from bot.planfix.models import Action, Status, Task
 from bot.watch.catchup import fold
 from bot.watch.diff import Lead, Snapshot, TaskDiff, baseline, deadline_events, diff_task
@@ -73,16 +73,34 @@ class PollResult:
     queued: int = 0
     digests: int = 0
     forgotten: int = 0
+    set_aside: int = 0  # tasks newly set aside by this step
     catchup: bool = False
 
 
 @dataclass
+class Cards:
+    """What fetch_cards learnt: the cards read, the tasks Planfix says were deleted (3001: forget them), and the
+    tasks set aside (task id → code: no access, a malformed card, a code unknown for that one task)."""
+
+    tasks: list[Task] = field(default_factory=list)
+    gone: list[int] = field(default_factory=list)
+    set_aside: dict[int, str] = field(default_factory=dict)
+
+
+@dataclass
 class Changes:
-    """What a detection step found, ready to commit: diffs, tasks to forget, actions seen."""
+    """What a detection step found, ready to commit: diffs, tasks to forget, actions seen, tasks set aside and
+    tasks read (which are then no longer set aside)."""
 
     diffs: list[TaskDiff] = field(default_factory=list)
     forget: list[int] = field(default_factory=list)
     seen_actions: list[tuple[int, int, datetime]] = field(default_factory=list)
+    set_aside: dict[int, str] = field(default_factory=dict)
+    readable: list[int] = field(default_factory=list)
+
+    def add_cards(self, cards: Cards, forget: list[int]) -> Changes:
+        self.forget, self.set_aside, self.readable = forget, cards.set_aside, [t.id for t in cards.tasks]
+        return self
 
     @property
     def events(self) -> list[Event]:
@@ -210,52 +228,91 @@ class Poller:
         # Tasks held back last time are fetched again even if the feed shows nothing new for them.
         touched = list(dict.fromkeys([*self._held, *(a.task_id for a in fresh if a.task_id)]))
         with priority(Priority.ENRICH):
-            tasks, missing = await self.fetch_cards(touched)
+            cards = await self.fetch_cards(touched)
+            tasks = cards.tasks
             await self._learn_new_statuses(tasks)
         # No await below: the diff and the commit see one consistent state.
         changes = Changes(seen_actions=[(a.id, a.task_id, a.at) for a in fresh])
+        changes.add_cards(cards, self.stored_ids(cards.gone))
         changes.diffs, held = hold_unattributed(self.diff_cards(tasks, fresh, now), already_held=self._held)
         handled = {d.snapshot.task_id for d in changes.diffs} | held
         changes.diffs += self.deadline_diffs(now, skip=handled)
-        changes.forget = self.stored_ids(missing)
         catchup = not self.caught_up or now - cursor > self.catchup_after
         result = self.commit(changes, now, catchup=catchup, meta={CURSOR: now.isoformat()})
         self._held = held | (self._held - set(touched))  # keep what the sweep handed over during this poll
         if now.minute == 0:
             self.store.prune_seen_actions(now - SEEN_ACTIONS_KEPT)
         result.actions, result.tasks = len(fresh), len(tasks)
-        if fresh or result.events or result.forgotten:
+        if fresh or result.events or result.forgotten or cards.set_aside:
             log.info(
                 "poll.done", actions=len(fresh), tasks=len(tasks), events=len(result.events), queued=result.queued,
-                digests=result.digests, forgotten=result.forgotten, catchup=catchup,
+                digests=result.digests, forgotten=result.forgotten, set_aside=len(cards.set_aside), catchup=catchup,
             )
         return result
 
     # --- shared steps -----------------------------------------------------------------------------------------
 
-    async def fetch_cards(self, ids: Sequence[int]) -> tuple[list[Task], list[int]]:
-        """Current cards of these tasks (task.getMulti, ≤100 per request) and the ids Planfix did not return.
+    async def fetch_cards(self, ids: Sequence[int]) -> Cards:
+        """Current cards of these tasks (task.getMulti, ≤100 per request); one task never fails the rest.
 
-        A per-item error (3001 task gone, 3008 no access) for a batch is narrowed down by halving the batch, so
-        only the tasks concerned are dropped and the rest go on."""
+        A batch failing with one task's error code (3002, 3008, 4001, …), or with a code we do not know, is
+        narrowed down by halving, and each id left alone is read by task.get. An id task.getMulti simply leaves
+        out is double-checked by task.get too (PLANFIX-API.md §16). Only 3001 means deleted (`gone`); any other
+        per-task answer sets the task aside (`set_aside`: its snapshot stays, it is not diffed, and every later
+        read retries it). An unknown code that both halves of a batch answer is the request's fault: raised."""
         unique = list(dict.fromkeys(ids))
-        tasks: list[Task] = []
+        cards = Cards()
         for start in range(0, len(unique), MAX_PAGE_SIZE):
-            tasks += await self._cards(unique[start : start + MAX_PAGE_SIZE])
-        found = {t.id for t in tasks}
-        return tasks, [i for i in unique if i not in found]
+            await self._cards(unique[start : start + MAX_PAGE_SIZE], cards)
+        found = {t.id for t in cards.tasks}
+        for task_id in unique:
+            if task_id not in found and task_id not in cards.set_aside and task_id not in cards.gone:
+                await self._one_card(task_id, cards)  # left out of task.getMulti's answer: ask for it alone
+        cards.tasks = list({t.id: t for t in cards.tasks}.values())
+        return cards
 
-    async def _cards(self, ids: list[int]) -> list[Task]:
+    async def _cards(self, ids: list[int], cards: Cards, *, narrowed: bool = False) -> None:
         if not ids:
-            return []
+            return
+        if narrowed and len(ids) == 1:
+            await self._one_card(ids[0], cards)
+            return
         try:
-            return await self.client.task_get_multi(ids)
+            cards.tasks += await self.client.task_get_multi(ids)
+            return
+        except PlanfixItemError:
+            unknown = None
+        except PlanfixRequestError as exc:
+            unknown = exc  # maybe one task's code we do not know, maybe our bug: narrow down before deciding
+        if len(ids) == 1:
+            await self._one_card(ids[0], cards)  # task.get says what is wrong with this one
+            return
+        middle = len(ids) // 2
+        read_before = len(cards.tasks)
+        await self._cards(ids[:middle], cards, narrowed=True)
+        if unknown is not None and len(cards.tasks) == read_before:
+            try:
+                cards.tasks += await self.client.task_get_multi(ids[middle:])
+                return
+            except PlanfixRequestError as again:
+                if again.code == unknown.code:
+                    raise unknown from None  # both halves answer it: the request is wrong, not one task
+            except PlanfixItemError:
+                pass
+        await self._cards(ids[middle:], cards, narrowed=True)
+
+    async def _one_card(self, task_id: int, cards: Cards) -> None:
+        try:
+            cards.tasks.append(await self.client.task_get(id=task_id))
         except PlanfixItemError as exc:
-            if len(ids) == 1:
-                log.info("planfix.task_dropped", task_id=ids[0], code=exc.code, reason=str(exc))
-                return []
-            middle = len(ids) // 2
-            return await self._cards(ids[:middle]) + await self._cards(ids[middle:])
+            if exc.code == TASK_GONE:
+                cards.gone.append(task_id)
+            else:
+                cards.set_aside[task_id] = exc.code or "malformed"
+        except PlanfixRequestError as exc:
+            cards.set_aside[task_id] = exc.code or "unknown"
+            log.error("planfix.task_unknown_error", task_id=task_id, code=exc.code, error=str(exc),
+                      effect="this task is set aside; the others go on")
 
     def hand_to_feed(self, diffs: list[TaskDiff]) -> list[TaskDiff]:
         """For the sweep, which reads cards without actions: leave its status and deadline changes to the next feed
@@ -285,7 +342,7 @@ class Poller:
 
     def deadline_diffs(self, now: datetime, *, skip: Iterable[int] = ()) -> list[TaskDiff]:
         """Overdue and reminders, computed locally from stored deadlines: no Planfix request, on time."""
-        skip = set(skip)
+        skip = set(skip) | set(self.store.set_aside())  # stale snapshots of set-aside tasks announce nothing
         candidates = {s.task_id: s for s in self.store.overdue_candidates(now)}
         if self.leads:
             for stored in self.store.deadline_window(now, now + self.leads[-1].length):
@@ -303,6 +360,7 @@ class Poller:
                write: Callable[[PollCommit], int] | None = None) -> PollResult:
         """Route the events (folding a catch-up into digests), then write everything in one transaction."""
         events = changes.events
+        newly_set_aside = self._note_set_aside(changes)
         deliveries = [row for e in events for row in self.route(e, now)]
         digests, deliveries = fold(
             events, deliveries, now, threshold=self.catchup_threshold if catchup else None,
@@ -318,6 +376,8 @@ class Poller:
             events=[EventRow(e.key, e.kind, e.task_id, e.to_json()) for e in [*events, *digests]],
             deliveries=deliveries,
             meta={**(meta or {}), **self.budget_meta()},
+            set_aside=changes.set_aside,
+            readable=changes.readable,
         )
         queued = (write or self.store.commit_poll)(commit)
         if changes.forget:
@@ -325,7 +385,20 @@ class Poller:
         if digests:
             log.info("watch.digest", chats=len(digests), folded=sum(len(d.items) for d in digests))
         return PollResult(events=events, queued=queued, digests=len(digests), forgotten=len(changes.forget),
-                          catchup=catchup)
+                          set_aside=newly_set_aside, catchup=catchup)
+
+    def _note_set_aside(self, changes: Changes) -> int:
+        """Log each task once when it is set aside and once when it can be read again; returns how many are new."""
+        if not changes.set_aside and not changes.readable:
+            return 0
+        before = self.store.set_aside()
+        new = {t: c for t, c in changes.set_aside.items() if t not in before}
+        for task_id, code in sorted(new.items()):
+            log.warning("planfix.task_set_aside", task_id=task_id, code=code,
+                        effect="not read until Planfix shows it again; its last snapshot is kept")
+        for task_id in sorted(set(changes.readable) & set(before)):
+            log.info("planfix.task_readable_again", task_id=task_id, was=before[task_id])
+        return len(new)
 
     def check_deadlines(self) -> PollResult:
         """The cheap job: overdue and reminders from stored snapshots, no Planfix request at all."""

@@ -9,9 +9,10 @@ project move comes out exactly as if the feed had seen it (without the actor, wh
 seen before are remembered silently (first sight is silent).
 
 Pages are read minutes apart, so the list can shift under the pass: when `totalCount` shrank since the previous
-page, the previous page is read again as well (items may have moved onto it). At the end of a pass, every task
-stored as active that the pass did not see is fetched by id: closed ones give their `status` event, ones
-Planfix no longer shows (deleted: 3001, no access: 3008, or simply absent) are forgotten. The pass position
+page, the previous page is read again as well (items may have moved onto it). A pass ends on a short or empty
+page (or 0015 past the end), never on `totalCount` alone. At the end of a pass, every task stored as active
+that the pass did not see is fetched by id: closed ones give their `status` event, deleted ones (3001) are
+forgotten, ones Planfix refuses to show (no access, a malformed card) are set aside (poller.fetch_cards). The pass position
 lives in the state file, so a restart continues where it stopped.
 """
 
@@ -25,7 +26,7 @@ from datetime import datetime, timedelta
 import structlog
 
 from bot.planfix.budget import Priority, priority
-from bot.planfix.client import MAX_PAGE_SIZE, is_last_page
+from bot.planfix.client import MAX_PAGE_SIZE, MAX_PAGES, is_last_page
 from bot.planfix.models import Task
 from bot.watch.diff import Snapshot
 from bot.watch.poller import Changes, Poller, PollResult
@@ -110,13 +111,16 @@ class Sweep:
             stored = self.store.snapshots(seen)
             latest = {t.id: t for t in items}
             candidates = [t.id for t in latest.values() if _differs(t, stored.get(t.id))]
-            cards, missing = await self.poller.fetch_cards(candidates)
-            await self.poller._learn_new_statuses(cards)
+            cards = await self.poller.fetch_cards(candidates)
+            await self.poller._learn_new_statuses(cards.tasks)
         # No await below: the diff and the commit see one consistent state.
         now = self.poller.clock()
-        changes = Changes(diffs=self.poller.hand_to_feed(self.poller.diff_cards(cards, [], now)),
-                          forget=self.poller.stored_ids(missing))
+        changes = Changes(diffs=self.poller.hand_to_feed(self.poller.diff_cards(cards.tasks, [], now)))
+        changes.add_cards(cards, self.poller.stored_ids(cards.gone))
         last = is_last_page(page, number, self.page_size)
+        if not last and number >= MAX_PAGES:
+            log.warning("sweep.list_capped", pages=number, effect="this pass ends here; the rest is verified by id")
+            last = True
         state = SweepState(page=1 if last else number + 1, total=total, phase=VERIFY if last else PAGES,
                            passes=self.state.passes)
         result = self._commit(changes, now, state, seen=seen, new_pass=number == 1)
@@ -132,11 +136,11 @@ class Sweep:
             log.info("sweep.pass_done", passes=state.passes, active=state.total)
             return PollResult()
         with priority(Priority.SWEEP):
-            cards, missing = await self.poller.fetch_cards(ids)
-            await self.poller._learn_new_statuses(cards)
+            cards = await self.poller.fetch_cards(ids)
+            await self.poller._learn_new_statuses(cards.tasks)
         now = self.poller.clock()
-        changes = Changes(diffs=self.poller.hand_to_feed(self.poller.diff_cards(cards, [], now)),
-                          forget=self.poller.stored_ids(missing))
+        changes = Changes(diffs=self.poller.hand_to_feed(self.poller.diff_cards(cards.tasks, [], now)))
+        changes.add_cards(cards, self.poller.stored_ids(cards.gone))
         result = self._commit(changes, now, self.state, seen=ids, new_pass=False)
         log.info("sweep.verified", tasks=len(ids), events=len(result.events), forgotten=len(changes.forget))
         return result
