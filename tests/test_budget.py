@@ -313,8 +313,9 @@ async def _feed_wait_under_hammering(budget: Budget, users: int, slots: int) -> 
 
     people = [asyncio.create_task(person()) for _ in range(users)]
     await asyncio.sleep(0.05)
-    before = budget.granted[Priority.INTERACTIVE]
     feed = asyncio.create_task(budget.acquire(Priority.FEED))
+    await asyncio.sleep(0)  # count from the moment the feed request is queued, not from when its task was made
+    before = budget.granted[Priority.INTERACTIVE]
     try:
         await asyncio.wait_for(asyncio.shield(feed), timeout=slots / budget.requests_per_second)
         budget.release()

@@ -249,7 +249,6 @@ class Budget:
         self._roll()
         self._used += 1
         self._since_header += 1
-        self.granted[level] += 1
 
     def release(self) -> None:
         """The request of a granted slot has finished (answered, failed or given up): call exactly once per slot."""
@@ -277,6 +276,7 @@ class Budget:
                     future.set_exception(refusal)
                     continue
                 future.set_result(None)
+                self.granted[Priority(level)] += 1  # counted when decided: the waiter may resume much later
                 self._in_flight += 1
                 self._idle.clear()
                 self._last_grant = loop.time()
