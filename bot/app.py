@@ -134,7 +134,7 @@ class Daemon:
         started = datetime.now(UTC)
         detection.jobs.append(BackgroundJob(
             "digest", digest.step, interval=lambda: CHECK_EVERY, health=detection.health, budget=detection.budget,
-            lock=asyncio.Lock(), uses_planfix=False,
+            lock=asyncio.Lock(), uses_planfix=False, store_health=store.health,
             ready=lambda: poller.caught_up or datetime.now(UTC) - started > DIGEST_GRACE,
         ))
         return cls(settings, store, client, bot, poller, sender, dispatcher, detection=detection)

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import sqlite_utils
 
+from state.health import StoreHealth, is_write_failure
 from state.migrations import migrations
 from state.records import ChatState, DeliveryRow, EventRow, OutboxItem, PollCommit, StoredSnapshot
 
@@ -37,6 +39,7 @@ class Store:
 
     db: sqlite_utils.Database
     path: Path
+    health: StoreHealth = field(default_factory=StoreHealth)  # shared with the sender and the poll jobs
 
     @classmethod
     def open(cls, path: str | Path) -> Store:
@@ -55,6 +58,22 @@ class Store:
     def close(self) -> None:
         self.db.close()
 
+    @contextlib.contextmanager
+    def _atomic(self) -> Iterator[None]:
+        """One transaction; a write the host refuses (read-only, disk full, I/O error) is recorded in `health`
+        before it is raised, so the sender and the poll jobs stop until a retried write succeeds."""
+        try:
+            with self.db.atomic():
+                yield
+        except sqlite3.OperationalError as exc:
+            if is_write_failure(exc):
+                self.health.failed(exc, datetime.now(UTC))
+            raise
+
+    def probe_write(self, now: datetime) -> None:
+        """A small real write (the sender's test that the state file takes writes again)."""
+        self.set_meta("store_probe", _iso(now))
+
     # -- meta ----------------------------------------------------------------------------------------------
 
     def get_meta(self, key: str) -> str | None:
@@ -62,7 +81,7 @@ class Store:
         return row[0] if row else None
 
     def set_meta(self, key: str, value: str) -> None:
-        with self.db.atomic():
+        with self._atomic():
             self._set_meta(key, value)
 
     def _set_meta(self, key: str, value: str) -> None:
@@ -119,7 +138,7 @@ class Store:
         any point either leaves the change to be detected again or has it fully queued — never half."""
         now = commit.now
         queued = 0
-        with self.db.atomic():
+        with self._atomic():
             for snap in commit.snapshots:
                 self.db.execute(
                     "INSERT INTO tasks (task_id, general, revision, data, deadline, deadline_due, is_active, "
@@ -171,7 +190,7 @@ class Store:
         return queued
 
     def prune_seen_actions(self, older_than: datetime) -> int:
-        with self.db.atomic():
+        with self._atomic():
             return self.db.execute("DELETE FROM seen_actions WHERE at < ?", [_ts(older_than)]).rowcount
 
     # -- outbox ----------------------------------------------------------------------------------------------
@@ -189,21 +208,21 @@ class Store:
         return datetime.fromtimestamp(row[0], UTC) if row and row[0] is not None else None
 
     def mark_delivered(self, row_id: int, message_id: int | None, now: datetime) -> None:
-        with self.db.atomic():
+        with self._atomic():
             self.db.execute(
                 "UPDATE outbox SET status = ?, message_id = ?, delivered_at = ?, last_error = NULL WHERE id = ?",
                 [DELIVERED, message_id, _iso(now), row_id],
             )
 
     def mark_retry(self, row_id: int, *, not_before: datetime, reason: str, count_attempt: bool = True) -> None:
-        with self.db.atomic():
+        with self._atomic():
             self.db.execute(
                 "UPDATE outbox SET not_before = ?, last_error = ?, attempts = attempts + ? WHERE id = ?",
                 [_ts(not_before), reason, 1 if count_attempt else 0, row_id],
             )
 
     def mark_failed(self, row_id: int, reason: str, now: datetime) -> None:
-        with self.db.atomic():
+        with self._atomic():
             self.db.execute(
                 "UPDATE outbox SET status = ?, last_error = ?, delivered_at = ?, attempts = attempts + 1 "
                 "WHERE id = ?",
@@ -248,7 +267,7 @@ class Store:
 
     def set_chat_active(self, chat_id: int, active: bool, reason: str | None, now: datetime) -> bool:
         """Mark a chat (in)active; returns True when that changed anything (so admins are told only once)."""
-        with self.db.atomic():
+        with self._atomic():
             before = self.chat(chat_id)
             if before is not None and before.active == active:
                 return False
@@ -268,7 +287,7 @@ class Store:
 
     def migrate_chat(self, old_chat_id: int, new_chat_id: int, now: datetime) -> None:
         """A group became a supergroup: send its pending rows to the new id and remember the mapping."""
-        with self.db.atomic():
+        with self._atomic():
             self.db.execute(
                 "INSERT INTO chat_migrations (old_chat_id, new_chat_id, at) VALUES (?, ?, ?) "
                 "ON CONFLICT(old_chat_id) DO UPDATE SET new_chat_id = excluded.new_chat_id, at = excluded.at",
@@ -304,7 +323,7 @@ class Store:
     def commit_sweep(self, commit: PollCommit, seen: Iterable[int], *, new_pass: bool = False) -> int:
         """One sweep step in one transaction: its poll commit plus the task ids it saw in Planfix's active list
         (`new_pass` forgets the previous pass's ids first). Returns how many outbox rows were queued."""
-        with self.db.atomic():
+        with self._atomic():
             if new_pass:
                 self.db.execute("DELETE FROM sweep_seen")
             queued = self.commit_poll(commit)
@@ -392,7 +411,7 @@ class Store:
     def mark_sent(self, row_ids: Sequence[int], message_id: int | None, now: datetime, *,
                   group_id: int | None = None) -> None:
         """Rows delivered as one message; every row but the message's first points at it (`group_id`)."""
-        with self.db.atomic():
+        with self._atomic():
             for row_id in row_ids:
                 group = group_id if group_id is not None and group_id != row_id else None
                 self.db.execute(
@@ -403,7 +422,7 @@ class Store:
 
     def fail_pending_for_chat(self, chat_id: int, reason: str, now: datetime) -> int:
         """Give up every pending row of a chat (it will not take messages); returns how many."""
-        with self.db.atomic():
+        with self._atomic():
             return self.db.execute(
                 "UPDATE outbox SET status = ?, last_error = ?, delivered_at = ?, attempts = attempts + 1 "
                 "WHERE chat_id = ? AND status = ?",

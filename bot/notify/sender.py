@@ -29,8 +29,10 @@ import html
 import itertools
 import random
 import re
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
+from functools import partial
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -53,6 +55,7 @@ from aiolimiter import AsyncLimiter
 
 from bot.events import DIGEST, Event
 from bot.notify.planfix_html import truncate, utf16_len
+from state.health import is_write_failure
 from state.records import OutboxItem
 from state.store import Store
 
@@ -67,6 +70,8 @@ GLOBAL_429_SPAN = 2.0
 CUT_UNITS = 2000  # a text Telegram calls too long even after our own measuring is cut to this
 NOTICE_BATCH_SECONDS = 0.5  # admin notices raised within this time go out as one message
 REASON_LIMIT = 300
+STORE_RETRY_FIRST = 1.0  # seconds before the first retried write once the state file refused one; doubles
+STORE_RETRY_MAX = 60.0
 
 # 400 descriptions that mean "this chat will not take messages from us" (TELEGRAM.md §2).
 _DEAD_CHAT = re.compile(
@@ -182,6 +187,8 @@ class Sender:
     defer: Callable[[int, Event, datetime], datetime | None] | None = None  # quiet hours at send time
     limits: Limits = field(default_factory=Limits)
     idle_wait: float = 5.0
+    store_retry_first: float = STORE_RETRY_FIRST
+    store_retry_max: float = STORE_RETRY_MAX
     sent: int = 0  # messages sent (new ones)
     edited: int = 0  # messages updated in place by coalescing
     failed: int = 0  # rows given up
@@ -202,6 +209,11 @@ class Sender:
     _in_flight: asyncio.Semaphore | None = None
     _notice_lines: list[str] = field(default_factory=list)  # admin notices waiting to be sent together
     _notice_task: asyncio.Task[None] | None = None
+    # Sends Telegram accepted that the state file refused to record: written first when it takes writes again,
+    # and nothing else is sent until then, so a refused write never turns into the same message sent again.
+    _unrecorded: list[Callable[[], None]] = field(default_factory=list)
+    _store_recovery: asyncio.Task[None] | None = None
+    _store_told: bool = False
 
     # ── lifecycle ────────────────────────────────────────────────────────────────────────────────────────────
 
@@ -228,8 +240,10 @@ class Sender:
             if self._workers:
                 await asyncio.wait(list(self._workers.values()))
         finally:
-            for task in [*self._workers.values(), *([self._notice_task] if self._notice_task else [])]:
+            for task in [*self._workers.values(), *([self._notice_task] if self._notice_task else []),
+                         *([self._store_recovery] if self._store_recovery else [])]:
                 task.cancel()
+            self._flush_unrecorded_at_exit()
             log.info("sender.stopped", sent=self.sent, edited=self.edited, failed=self.failed,
                      retried=self.retried, rate_limited=self.rate_limited)
 
@@ -244,6 +258,8 @@ class Sender:
     def dispatch(self) -> None:
         """Start a worker for every chat with due rows that has none running and is not paused."""
         now = self.clock()
+        if self._store_blocked():
+            return
         if self._global_pause and self._global_pause > now:
             return
         for chat_id in self.store.due_chats(now):
@@ -288,6 +304,8 @@ class Sender:
             now = self.clock()
             if self._paused_until(chat_id, now) or (self._global_pause and self._global_pause > now):
                 return
+            if self._store_blocked():
+                return
             row = self.store.next_due_row(chat_id, now)
             if row is None:
                 self._backlog.pop(chat_id, None)
@@ -302,6 +320,13 @@ class Sender:
             return await self.deliver(row)
         except asyncio.CancelledError:
             raise
+        except sqlite3.Error as exc:
+            if not (is_write_failure(exc) or self.store.health.failing):
+                raise
+            # The state file refused a write (the row's retry, a give-up, a deactivation): nothing was lost — the
+            # row is still pending as it was — but nothing more is sent until the file takes writes again.
+            self._store_failed(exc)
+            return False
         except Exception as exc:
             log.exception("sender.deliver_crashed", chat=row.chat_id, event_key=row.event_key)
             reason = f"internal error: {type(exc).__name__}: {exc}"
@@ -396,7 +421,20 @@ class Sender:
             if row.attempts + 1 >= MAX_ATTEMPTS:
                 return await self._give_up(row, f"telegram: {exc.message}")
             return await self._backoff(row, f"telegram: {exc.message}")
-        self.store.mark_sent([r.id for r in plan.rows], message_id, self.clock(), group_id=plan.head_id)
+        record = partial(self.store.mark_sent, [r.id for r in plan.rows], message_id, self.clock(),
+                         group_id=plan.head_id)
+        try:
+            record()
+        except sqlite3.Error as exc:
+            # Telegram has the message but the state file does not know: keep the record in memory and stop
+            # sending until it can be written, instead of sending the row again (issue 11: no spam on a full disk).
+            self._unrecorded.append(record)
+            self._store_failed(exc)
+            self.sent += plan.edit_id is None
+            self.edited += plan.edit_id is not None
+            log.error("telegram.sent_unrecorded", chat=chat_id, event_key=row.event_key, message_id=message_id,
+                      error=str(exc))
+            return False
         if plan.edit_id is None:
             self.sent += 1
         else:
@@ -406,6 +444,65 @@ class Sender:
         log.info("telegram.sent", chat=chat_id, event_key=row.event_key, message_id=message_id,
                  rows=len(plan.rows), edit=plan.edit_id is not None)
         return True
+
+    # ── a state file that refuses writes ─────────────────────────────────────────────────────────────────────
+
+    def _store_blocked(self) -> bool:
+        """True while the state file refuses writes or a send is still unrecorded: then nothing is sent."""
+        if self.store.health.failing or self._unrecorded:
+            self._start_store_recovery()
+            return True
+        return False
+
+    def _store_failed(self, exc: BaseException) -> None:
+        self.store.health.failed(exc, self.clock())
+        self._start_store_recovery()
+
+    def _start_store_recovery(self) -> None:
+        if self._store_recovery is not None and not self._store_recovery.done():
+            return
+        if not self._store_told:
+            self._store_told = True
+            error = self.store.health.error or "a write failed"
+            log.error("store.write_failed", error=error, path=str(self.store.path),
+                      effect="sending and Planfix polling paused; retrying the write with back-off")
+            self._notify(f"⚠️ The bot cannot write its state file: {_reason(error)}. Sending and Planfix polling "
+                         "are paused so that nothing is sent twice; they resume by themselves once the file can be "
+                         "written again (free disk space, check that it is not read-only).")
+        self._store_recovery = asyncio.create_task(self._recover_store(), name="store-recovery")
+
+    async def _recover_store(self) -> None:
+        """Retry the refused writes with back-off (first the sends Telegram accepted, then a probe); on success
+        clear the shared health, so the poll jobs and the lanes resume by themselves."""
+        delay = self.store_retry_first
+        while not self._stopping:
+            await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+            try:
+                while self._unrecorded:
+                    self._unrecorded[0]()
+                    self._unrecorded.pop(0)
+                self.store.probe_write(self.clock())
+            except sqlite3.Error as exc:
+                self.store.health.failed(exc, self.clock())
+                delay = min(self.store_retry_max, delay * 2)
+                log.warning("store.still_failing", error=str(exc), retry_in_s=round(delay, 1))
+                continue
+            since = self.store.health.since
+            self.store.health.recovered()
+            self._store_told = False
+            log.info("store.recovered", failing_for_s=round((self.clock() - since).total_seconds(), 1) if since
+                     else None)
+            self._wake.set()
+            return
+
+    def _flush_unrecorded_at_exit(self) -> None:
+        try:
+            while self._unrecorded:
+                self._unrecorded[0]()
+                self._unrecorded.pop(0)
+        except sqlite3.Error as exc:
+            # As after a crash: each of these chats may get its last message once more after the restart.
+            log.error("store.unrecorded_at_exit", sends=len(self._unrecorded), error=str(exc))
 
     # ── requests ─────────────────────────────────────────────────────────────────────────────────────────────
 
