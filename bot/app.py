@@ -26,6 +26,7 @@ from bot.chat.digest import CHECK_EVERY, DIGEST_GRACE, DailyDigest
 from bot.chat.texts import texts
 from bot.config import ConfigError, Settings, load_settings
 from bot.events import Event
+from bot.housekeeping import PRUNE_EVERY, prune_history
 from bot.notify.compose import build_sender
 from bot.notify.routing import deliveries
 from bot.notify.sender import Sender
@@ -137,6 +138,14 @@ class Daemon:
             lock=asyncio.Lock(), uses_planfix=False, store_health=store.health,
             ready=lambda: poller.caught_up or datetime.now(UTC) - started > DIGEST_GRACE,
         ))
+        # Issue 11: settled messages and their events older than state.keep_days go, once a day, in small batches.
+        async def prune_step() -> None:
+            await prune_history(store, keep_days=settings.state.keep_days, now=datetime.now(UTC))
+
+        detection.jobs.append(BackgroundJob(
+            "prune", prune_step, interval=lambda: PRUNE_EVERY, health=detection.health, budget=detection.budget,
+            lock=asyncio.Lock(), uses_planfix=False, store_health=store.health,
+        ))
         return cls(settings, store, client, bot, poller, sender, dispatcher, detection=detection)
 
     async def poll_job(self) -> None:
@@ -232,12 +241,12 @@ class Daemon:
             return True, self.health_line()
 
         return metrics.Readings(
-            outbox_depth=lambda: self.store.outbox_counts().get("pending", 0),
+            outbox_depth=self.store.pending_count,
             oldest_undelivered_seconds=oldest,
             budget_remaining=self.client.budget.remaining,
             feed_lag_seconds=lag,
             events_by_kind=self.store.events_by_kind,
-            failures_by_reason=self.store.failure_texts,
+            failures_by_reason=self.store.failures_by_reason,
             messages_sent=lambda: self.sender.sent,
             job_results=lambda: {(job.name, result): n for job in (self.detection.jobs if self.detection else [])
                                  for result, n in job.results.items()},
@@ -249,7 +258,7 @@ class Daemon:
         """One line for systemd's STATUS= and for logs: last poll, outbox, sends."""
         last = self.poller.last_success
         polled = f"last poll {last:%H:%M:%S} UTC" if last else "no successful poll yet"
-        pending = self.store.outbox_counts().get("pending", 0)
+        pending = self.store.pending_count()
         return f"{polled}; {pending} messages queued; {self.sender.sent} sent, {self.sender.failed} failed"
 
     async def _service_heartbeat(self, notifier: SystemdNotifier) -> None:

@@ -12,15 +12,19 @@ from pathlib import Path
 from typing import Any
 
 import sqlite_utils
+import structlog
 
 from state.health import StoreHealth, is_write_failure
 from state.migrations import migrations
+from state.reasons import failure_reason
 from state.records import ChatState, DeliveryRow, EventRow, OutboxItem, PollCommit, StoredSnapshot
 
 PENDING = "pending"
 DELIVERED = "delivered"
 FAILED = "failed"
 SUPERSEDED = "superseded"  # a migrated chat's row whose twin was already queued for the new chat id
+
+log = structlog.get_logger(__name__)
 
 
 def _ts(moment: datetime) -> float:
@@ -48,6 +52,8 @@ class Store:
             path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(str(path), isolation_level=None, timeout=10)
         db = sqlite_utils.Database(conn)
+        if not db.table_names():  # a new file: free pages go back to the disk (set before anything is written)
+            db.execute("PRAGMA auto_vacuum = INCREMENTAL")
         if str(path) != ":memory:":
             db.enable_wal()
         db.execute("PRAGMA foreign_keys = ON")
@@ -167,10 +173,11 @@ class Store:
                     [(a, t, _ts(at)) for a, t, at in commit.seen_actions],
                 )
             for event in commit.events:
-                self.db.execute(
+                added = self.db.execute(
                     "INSERT OR IGNORE INTO events (key, kind, task_id, payload, created_at) VALUES (?, ?, ?, ?, ?)",
                     [event.key, event.kind, event.task_id, json.dumps(event.payload, ensure_ascii=False), _iso(now)],
-                )
+                ).rowcount
+                self._count("events", event.kind, added)
             for delivery in commit.deliveries:
                 cursor = self.db.execute(
                     "INSERT OR IGNORE INTO outbox (key, event_key, chat_id, status, attempts, not_before, "
@@ -223,11 +230,12 @@ class Store:
 
     def mark_failed(self, row_id: int, reason: str, now: datetime) -> None:
         with self._atomic():
-            self.db.execute(
+            failed = self.db.execute(
                 "UPDATE outbox SET status = ?, last_error = ?, delivered_at = ?, attempts = attempts + 1 "
-                "WHERE id = ?",
-                [FAILED, reason, _iso(now), row_id],
-            )
+                "WHERE id = ? AND status = ?",
+                [FAILED, reason, _iso(now), row_id, PENDING],
+            ).rowcount
+            self._count("failed", failure_reason(reason), failed)
 
     def outbox_counts(self) -> dict[str, int]:
         return {r[0]: r[1] for r in self.db.execute("SELECT status, count(*) FROM outbox GROUP BY status")}
@@ -243,6 +251,12 @@ class Store:
         return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
     # -- health and metrics (read-only) ------------------------------------------------------------------------
+    # Request paths (/metrics, /status, the systemd status line) read only these: each is bounded by what is
+    # waiting now or by a small counters table, never by how much history the file holds (issue 11).
+
+    def pending_count(self) -> int:
+        """Messages waiting to be sent (an index range over pending rows only)."""
+        return self.db.execute("SELECT count(*) FROM outbox WHERE status = ?", [PENDING]).fetchone()[0]
 
     def oldest_pending_created(self) -> datetime | None:
         """When the oldest message still waiting to be sent was queued."""
@@ -250,14 +264,76 @@ class Store:
         return datetime.fromisoformat(row[0]) if row and row[0] else None
 
     def events_by_kind(self) -> dict[str, int]:
-        return {r[0]: r[1] for r in self.db.execute("SELECT kind, count(*) FROM events GROUP BY kind")}
+        """Every event ever detected, by kind (kept in `counters`: pruning the events does not lower it)."""
+        return self._counters("events")
+
+    def failures_by_reason(self) -> dict[str, int]:
+        """Every outbox row ever given up, by reason label (state.reasons.failure_reason)."""
+        return self._counters("failed")
 
     def failure_texts(self) -> dict[str, int]:
-        """Given-up outbox rows counted by their recorded reason text."""
+        """Given-up outbox rows still kept, counted by their recorded reason text (diagnostics, not requests)."""
         return {
             r[0] or "": r[1]
             for r in self.db.execute("SELECT last_error, count(*) FROM outbox WHERE status = ? GROUP BY 1", [FAILED])
         }
+
+    def _counters(self, name: str) -> dict[str, int]:
+        return {r[0]: r[1] for r in self.db.execute("SELECT label, value FROM counters WHERE name = ?", [name])}
+
+    def _count(self, name: str, label: str, n: int) -> None:
+        if n:
+            self.db.execute(
+                "INSERT INTO counters (name, label, value) VALUES (?, ?, ?) "
+                "ON CONFLICT(name, label) DO UPDATE SET value = value + excluded.value",
+                [name, label, n],
+            )
+
+    # -- pruning (issue 11: the state file stays small) --------------------------------------------------------
+
+    def prune_batch(self, older_than: datetime, limit: int = 500) -> int:
+        """One small transaction of pruning: settled outbox rows (delivered, given up, superseded) settled before
+        `older_than`, then events older than that which no outbox row points at any more. Returns the rows
+        deleted; 0 means nothing is left to prune. Pending rows and their events are never touched."""
+        cutoff = _iso(older_than)
+        with self._atomic():
+            # `status <> 'pending'` is spelled out so the partial index outbox_settled serves the query.
+            rows = self.db.execute(
+                "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE status <> 'pending' "
+                "AND delivered_at < ? ORDER BY delivered_at LIMIT ?)",
+                [cutoff, limit],
+            ).rowcount
+            events = self.db.execute(
+                "DELETE FROM events WHERE key IN (SELECT key FROM events e WHERE created_at < ? AND NOT EXISTS "
+                "(SELECT 1 FROM outbox o WHERE o.event_key = e.key) ORDER BY created_at LIMIT ?)",
+                [cutoff, limit],
+            ).rowcount
+        return rows + events
+
+    def ensure_incremental_vacuum(self) -> bool:
+        """A file made before issue 11 needs one VACUUM to switch to auto_vacuum=INCREMENTAL; done after its first
+        pruning, when it is small. False (logged) if that failed — a full disk: freed pages are then reused, not
+        returned, and the next pruning tries again."""
+        if self.db.execute("PRAGMA auto_vacuum").fetchone()[0] == 2:
+            return True
+        try:
+            self.db.execute("PRAGMA auto_vacuum = INCREMENTAL")
+            self.db.execute("VACUUM")
+        except sqlite3.OperationalError as exc:
+            log.warning("state.vacuum_failed", error=str(exc), effect="space freed by pruning is reused, not returned")
+            return False
+        log.info("state.auto_vacuum_enabled", pages=self.file_pages()[1])
+        return True
+
+    def reclaim_space(self, pages: int = 1000) -> int:
+        """Give up to `pages` free pages back to the file system (incremental vacuum); returns the free pages left."""
+        self.db.execute(f"PRAGMA incremental_vacuum({int(pages)})").fetchall()
+        return self.db.execute("PRAGMA freelist_count").fetchone()[0]
+
+    def file_pages(self) -> tuple[int, int, int]:
+        """(page size, pages in the file, free pages): how big the state file is and how much of it is reusable."""
+        return (self.db.execute("PRAGMA page_size").fetchone()[0], self.db.execute("PRAGMA page_count").fetchone()[0],
+                self.db.execute("PRAGMA freelist_count").fetchone()[0])
 
     # -- chats -----------------------------------------------------------------------------------------------
 
@@ -423,11 +499,13 @@ class Store:
     def fail_pending_for_chat(self, chat_id: int, reason: str, now: datetime) -> int:
         """Give up every pending row of a chat (it will not take messages); returns how many."""
         with self._atomic():
-            return self.db.execute(
+            failed = self.db.execute(
                 "UPDATE outbox SET status = ?, last_error = ?, delivered_at = ?, attempts = attempts + 1 "
                 "WHERE chat_id = ? AND status = ?",
                 [FAILED, reason, _iso(now), chat_id, PENDING],
             ).rowcount
+            self._count("failed", failure_reason(reason), failed)
+            return failed
 
     def outbox_problems(self, limit: int = 100) -> list[dict[str, Any]]:
         """Rows that are not simply delivered or waiting their turn: given up, or waiting after an error."""
