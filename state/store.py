@@ -25,6 +25,7 @@ FAILED = "failed"
 SUPERSEDED = "superseded"  # a migrated chat's row whose twin was already queued for the new chat id
 
 log = structlog.get_logger(__name__)
+_RESTRICTED_KEY = "chat_restricted_since:"
 
 
 def _ts(moment: datetime) -> float:
@@ -381,6 +382,21 @@ class Store:
                 [SUPERSEDED, f"chat migrated to {new_chat_id}; already queued there", _iso(now), old_chat_id,
                  PENDING],
             )
+
+    def restricted_chats(self) -> dict[int, datetime]:
+        """Chats that answer "not enough rights to send", and since when (kept across restarts: the hold is
+        bounded in time, not in attempts)."""
+        return {
+            int(r[0][len(_RESTRICTED_KEY):]): datetime.fromisoformat(r[1])
+            for r in self.db.execute("SELECT key, value FROM meta WHERE key LIKE ?", [_RESTRICTED_KEY + "%"])
+        }
+
+    def set_restricted_since(self, chat_id: int, since: datetime | None) -> None:
+        with self._atomic():
+            if since is None:
+                self.db.execute("DELETE FROM meta WHERE key = ?", [f"{_RESTRICTED_KEY}{chat_id}"])
+            else:
+                self._set_meta(f"{_RESTRICTED_KEY}{chat_id}", _iso(since))
 
     def chat_migrations(self) -> dict[int, int]:
         return {r[0]: r[1] for r in self.db.execute("SELECT old_chat_id, new_chat_id FROM chat_migrations")}

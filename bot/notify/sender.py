@@ -31,6 +31,7 @@ import random
 import re
 import sqlite3
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from functools import partial
 from dataclasses import dataclass, field
@@ -73,6 +74,12 @@ REASON_LIMIT = 300
 STORE_RETRY_FIRST = 1.0  # seconds before the first retried write once the state file refused one; doubles
 STORE_RETRY_MAX = 60.0
 
+# 400 "not enough rights to send text messages to the chat": a group restricted the bot, often for a while. Its
+# messages are held and retried, less and less often, for `restricted_hold`; only then is the chat given up.
+_RESTRICTED = re.compile(r"not enough rights to send", re.IGNORECASE)
+RESTRICTED_HOLD = timedelta(hours=24)
+RESTRICTED_FIRST_RETRY = 60.0  # seconds; then the time restricted so far (doubling), at most RESTRICTED_MAX_RETRY
+RESTRICTED_MAX_RETRY = 3600.0
 # 400 descriptions that mean "this chat will not take messages from us" (TELEGRAM.md §2).
 _DEAD_CHAT = re.compile(
     r"chat not found|have no rights|not enough rights|chat_write_forbidden|bot was kicked|"
@@ -111,6 +118,7 @@ class Limits:
     global_per_second: float = 25
     private_per_second: float = 1
     group_per_minute: float = 20
+    group_window_seconds: float = 60  # Telegram counts a group's messages over any 60 s, not in a bucket
 
 
 def plain_text(html_text: str) -> str:
@@ -120,6 +128,50 @@ def plain_text(html_text: str) -> str:
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+def restriction_retry(since: datetime, now: datetime, *, hold: timedelta = RESTRICTED_HOLD,
+                      first: float = RESTRICTED_FIRST_RETRY, cap: float = RESTRICTED_MAX_RETRY) -> datetime | None:
+    """When to try a chat that restricts the bot again (1 min, 2, 4, … then hourly; the last try at the bound),
+    or None: restricted for `hold` already, give up."""
+    if now - since >= hold:
+        return None
+    delay = min(cap, max(first, (now - since).total_seconds()))
+    return min(now + timedelta(seconds=delay), since + hold)
+
+
+class SlidingWindow:
+    """At most `limit` requests in any `period` seconds, counted from when each request was answered (the server
+    received it no later than that, so no `period` at the server's end holds more). A full window waits for
+    its oldest entry to leave; a burst is queued, never rejected. aiolimiter's leaky bucket lets a full burst
+    and then a steady drip through — up to twice the limit in the first period."""
+
+    def __init__(self, limit: int, period: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.limit, self.period, self.clock = max(1, int(limit)), period, clock
+        self._done: deque[float] = deque()  # when each request of the last `period` was answered
+        self._open = 0  # requests under way (counted as if answered now)
+
+    def wait_time(self) -> float:
+        now = self.clock()
+        while self._done and self._done[0] <= now - self.period:
+            self._done.popleft()
+        excess = len(self._done) + self._open - self.limit  # this many + 1 entries must leave first
+        if excess < 0:
+            return 0.0
+        if excess < len(self._done):
+            return max(0.001, self._done[excess] + self.period - now)
+        return self.period / self.limit  # the window is full of requests under way: look again soon
+
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        while (wait := self.wait_time()) > 0:
+            await asyncio.sleep(wait)
+        self._open += 1
+        try:
+            yield
+        finally:
+            self._open -= 1
+            self._done.append(self.clock())
 
 
 class PriorityTurnstile:
@@ -189,6 +241,9 @@ class Sender:
     idle_wait: float = 5.0
     store_retry_first: float = STORE_RETRY_FIRST
     store_retry_max: float = STORE_RETRY_MAX
+    restricted_hold: timedelta = RESTRICTED_HOLD
+    restricted_first_retry: float = RESTRICTED_FIRST_RETRY
+    restricted_max_retry: float = RESTRICTED_MAX_RETRY
     sent: int = 0  # messages sent (new ones)
     edited: int = 0  # messages updated in place by coalescing
     failed: int = 0  # rows given up
@@ -203,7 +258,7 @@ class Sender:
     _told: set[tuple[str, int]] = field(default_factory=set)  # (kind of notice, chat) the admins already heard
     _global: AsyncLimiter | None = None
     _per_chat: dict[int, AsyncLimiter] = field(default_factory=dict)
-    _per_group: dict[int, AsyncLimiter] = field(default_factory=dict)
+    _per_group: dict[int, SlidingWindow] = field(default_factory=dict)
     _turnstile: PriorityTurnstile = field(default_factory=PriorityTurnstile)
     _backlog: dict[int, int] = field(default_factory=dict)  # due rows per chat, for the turnstile's order
     _in_flight: asyncio.Semaphore | None = None
@@ -214,6 +269,7 @@ class Sender:
     _unrecorded: list[Callable[[], None]] = field(default_factory=list)
     _store_recovery: asyncio.Task[None] | None = None
     _store_told: bool = False
+    _restricted: dict[int, datetime] | None = None  # chat -> restricted since (kept in the state file), loaded lazily
 
     # ── lifecycle ────────────────────────────────────────────────────────────────────────────────────────────
 
@@ -398,6 +454,8 @@ class Sender:
             elif plan.edit_id is not None and _EDIT_GONE.search(text):
                 log.info("telegram.edit_gone", chat=chat_id, message_id=plan.edit_id, error=text)
                 return _EDIT_GONE_MARK
+            elif _RESTRICTED.search(text):
+                return await self._held_by_restriction(row, text)
             elif _DEAD_CHAT.search(text):
                 await self._deactivate(chat_id, text)
                 return True
@@ -441,6 +499,11 @@ class Sender:
             self.edited += 1
         self._told.discard(("long_wait", chat_id))
         self._told.discard(("stuck", chat_id))
+        if chat_id in self._restricted_chats():
+            del self._restricted_chats()[chat_id]
+            self._told.discard(("restricted", chat_id))
+            self.store.set_restricted_since(chat_id, None)
+            log.info("telegram.chat_restriction_over", chat=chat_id)
         log.info("telegram.sent", chat=chat_id, event_key=row.event_key, message_id=message_id,
                  rows=len(plan.rows), edit=plan.edit_id is not None)
         return True
@@ -540,6 +603,13 @@ class Sender:
 
     async def _request(self, chat_id: int, rendered: Rendered, text: str, *, parse_html: bool,
                        edit_id: int | None) -> int:
+        if chat_id >= 0:
+            return await self._paced_request(chat_id, rendered, text, parse_html=parse_html, edit_id=edit_id)
+        async with self._group_limiter(chat_id).slot():  # held until Telegram answered: the window counts that
+            return await self._paced_request(chat_id, rendered, text, parse_html=parse_html, edit_id=edit_id)
+
+    async def _paced_request(self, chat_id: int, rendered: Rendered, text: str, *, parse_html: bool,
+                             edit_id: int | None) -> int:
         await self._pace(chat_id)
         markup = None
         if rendered.url:  # the button goes on every message and stays on every edit
@@ -574,9 +644,8 @@ class Sender:
         return self._in_flight
 
     async def _pace(self, chat_id: int, *, urgent: bool = False) -> None:
-        """Wait for this chat's buckets, then the global one: a burst is queued, never rejected."""
-        if chat_id < 0:
-            await self._group_limiter(chat_id).acquire()
+        """Wait for this chat's bucket, then the global one (a group's window is waited for around the request, in
+        `_request`): a burst is queued, never rejected."""
         await self._chat_limiter(chat_id).acquire()
         if self._global is None:
             self._global = AsyncLimiter(self.limits.global_per_second, 1)
@@ -589,8 +658,8 @@ class Sender:
         per_message = 1 / self.limits.private_per_second
         if chat_id >= 0:
             return n * per_message
-        burst = max(1.0, self.limits.group_per_minute - 1)
-        return n * per_message + max(0.0, n - burst) * max(0.0, 60 / self.limits.group_per_minute - per_message)
+        per_window = max(1, int(self.limits.group_per_minute))
+        return (n - 1) // per_window * self.limits.group_window_seconds + ((n - 1) % per_window + 1) * per_message
 
     def _chat_limiter(self, chat_id: int) -> AsyncLimiter:
         """One message per second in any chat (Telegram: "avoid sending more than one message per second")."""
@@ -599,15 +668,14 @@ class Sender:
             limiter = self._per_chat[chat_id] = AsyncLimiter(1, 1 / self.limits.private_per_second)
         return limiter
 
-    def _group_limiter(self, chat_id: int) -> AsyncLimiter:
-        """Groups and channels (negative ids) also get 20 per minute. The burst is one smaller than the minute's
-        allowance and the period shortened to match (19 per 57 s is still 20/min): one message of slack against
-        request timing jitter at Telegram's end."""
-        limiter = self._per_group.get(chat_id)
-        if limiter is None:
-            burst = max(1.0, self.limits.group_per_minute - 1)
-            limiter = self._per_group[chat_id] = AsyncLimiter(burst, 60 * burst / self.limits.group_per_minute)
-        return limiter
+    def _group_limiter(self, chat_id: int) -> SlidingWindow:
+        """Groups and channels (negative ids) also get 20 messages in any 60 s (issue 11: a sliding window, as
+        Telegram counts; a bucket let ~40 through in the first minute and drew 429s of 17–22 s)."""
+        window = self._per_group.get(chat_id)
+        if window is None:
+            window = self._per_group[chat_id] = SlidingWindow(int(self.limits.group_per_minute),
+                                                              self.limits.group_window_seconds)
+        return window
 
     # ── outcomes ─────────────────────────────────────────────────────────────────────────────────────────────
 
@@ -633,6 +701,40 @@ class Sender:
                 f"⏳ Telegram asks the bot to wait {int(seconds)} s before writing to chat {row.chat_id} again "
                 "(too many requests). Messages for it are kept and will go out after the wait.",
             )
+        return False
+
+    def _restricted_chats(self) -> dict[int, datetime]:
+        if self._restricted is None:
+            self._restricted = self.store.restricted_chats()
+        return self._restricted
+
+    async def _held_by_restriction(self, row: OutboxItem, text: str) -> bool:
+        """The chat does not let the bot write for now: hold its messages (order kept, no attempt counted) and try
+        again later and later; after `restricted_hold` give the chat up like a dead one, with the reason."""
+        now, chat_id = self.clock(), row.chat_id
+        restricted = self._restricted_chats()
+        since = restricted.get(chat_id)
+        if since is None:
+            since = restricted[chat_id] = now
+            self.store.set_restricted_since(chat_id, now)
+        retry_at = restriction_retry(since, now, hold=self.restricted_hold, first=self.restricted_first_retry,
+                                     cap=self.restricted_max_retry)
+        if retry_at is None:
+            del restricted[chat_id]
+            self.store.set_restricted_since(chat_id, None)
+            hours = self.restricted_hold.total_seconds() / 3600
+            await self._deactivate(chat_id, f"{text} (still after {hours:g} h of retries)")
+            return True
+        self._pause(chat_id, retry_at)
+        self.store.mark_retry(row.id, not_before=retry_at, reason=f"restricted: {text}", count_attempt=False)
+        log.warning("telegram.chat_restricted", chat=chat_id, error=text, since=since.isoformat(),
+                    retry_in_s=round((retry_at - now).total_seconds(), 1))
+        hours = self.restricted_hold.total_seconds() / 3600
+        await self._tell_once(
+            "restricted", chat_id,
+            f"⏸ Chat {chat_id} does not let the bot write right now: {_reason(text)}. Its messages are held and "
+            f"retried, less and less often, for up to {hours:g} h; then they are given up.",
+        )
         return False
 
     async def _backoff(self, row: OutboxItem, reason: str) -> bool:
