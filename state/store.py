@@ -294,8 +294,8 @@ class Store:
 
     def prune_batch(self, older_than: datetime, limit: int = 500) -> int:
         """One small transaction of pruning: settled outbox rows (delivered, given up, superseded) settled before
-        `older_than`, then events older than that which no outbox row points at any more. Returns the rows
-        deleted; 0 means nothing is left to prune. Pending rows and their events are never touched."""
+        `older_than`, then (once those are gone) events older than that which no outbox row points at any more.
+        Returns the rows deleted; 0 means nothing is left to prune. Pending rows and their events are kept."""
         cutoff = _iso(older_than)
         with self._atomic():
             # `status <> 'pending'` is spelled out so the partial index outbox_settled serves the query.
@@ -304,6 +304,8 @@ class Store:
                 "AND delivered_at < ? ORDER BY delivered_at LIMIT ?)",
                 [cutoff, limit],
             ).rowcount
+            if rows >= limit:
+                return rows  # events go once their rows are gone: scanning past still-referenced ones is O(n²)
             events = self.db.execute(
                 "DELETE FROM events WHERE key IN (SELECT key FROM events e WHERE created_at < ? AND NOT EXISTS "
                 "(SELECT 1 FROM outbox o WHERE o.event_key = e.key) ORDER BY created_at LIMIT ?)",
