@@ -118,7 +118,7 @@ class Daemon:
             settings=settings, client=client, store=store, prefs=prefs, tasks=TaskIndex(store.db), zone=zone,
             statuses=lambda: poller.statuses, last_poll=lambda: poller.last_success,
             poll_interval=pacer.interval if pacer else (lambda: settings.poll.interval_seconds),
-            problem=lambda: detection.problem, wake_sender=sender.wake,
+            problem=lambda: store_problem(store) or detection.problem, wake_sender=sender.wake,
             sender_counts=lambda: (sender.sent, sender.failed),
         )
         dispatcher = Dispatcher()
@@ -232,6 +232,8 @@ class Daemon:
             return (now() - last).total_seconds() if last else None
 
         def health() -> tuple[bool, str]:
+            if (problem := store_problem(self.store)) is not None:
+                return False, problem
             allowed = max(120.0, 3 * self.settings.poll.interval_seconds)
             polled = lag()
             if polled is None:
@@ -282,6 +284,16 @@ class Daemon:
         with contextlib.suppress(Exception):
             await self.bot.session.close()
         self.store.close()
+
+
+def store_problem(store: Store) -> str | None:
+    """Why nothing is sent or polled while the state file refuses writes (for /status and /healthz), or None."""
+    health = store.health
+    if not health.failing:
+        return None
+    since = f" since {health.since:%Y-%m-%d %H:%M:%S} UTC" if health.since else ""
+    return (f"the state file cannot be written{since} ({health.error}): sending and polling are paused and resume "
+            "by themselves")
 
 
 def reload_settings(current: Settings, config_path: str | Path | None) -> Settings | None:

@@ -192,3 +192,28 @@ async def test_a_full_disk_pauses_sending_and_delivery_resumes_when_space_is_fre
         assert [r["status"] for r in store.outbox_rows()] == [DELIVERED] * PER_CHAT * len(CHATS)
         assert len(store_notices(fake)) == 1
         store.close()
+
+
+async def test_the_daemon_wires_one_store_health_into_every_job_and_reports_it(tmp_path):
+    """Every background job of the real daemon (poll, deadlines, sweep, digest, prune) waits on the store's health;
+    /healthz answers 503 and /status names the problem while the state file refuses writes."""
+    from bot.app import Daemon
+    from bot.config import parse_settings
+
+    settings = parse_settings({
+        "planfix": {"account": "acme", "api_key": "k", "token": "t", "url": "http://127.0.0.1:9/xml/"},
+        "telegram": {"token": "123456:TEST-TOKEN", "api_base": "http://127.0.0.1:9", "admin_ids": [ADMIN]},
+        "state": {"path": str(tmp_path / "state.sqlite3"), "keep_days": 7},
+    }, environ={})
+    daemon = Daemon.build(settings)
+    try:
+        assert daemon.detection is not None
+        names = {job.name for job in daemon.detection.jobs}
+        assert {"poll", "deadlines", "digest", "prune"} <= names
+        assert all(job.store_health is daemon.store.health for job in daemon.detection.jobs)
+        assert daemon.readings().health()[0] is False  # no poll yet: unhealthy for that reason
+        daemon.store.health.failed(OSError("disk I/O error"), datetime.now(UTC))
+        ok, detail = daemon.readings().health()
+        assert not ok and "state file cannot be written" in detail
+    finally:
+        await daemon.close()
