@@ -4,17 +4,22 @@ How it works
 * One worker per chat that has rows due, each sending that chat's rows in the order they were queued; different
   chats go out concurrently (at most `max_in_flight` requests at once), so a slow, limited or failing chat never
   holds up the others.
-* Token buckets (aiolimiter): 25 messages/s overall, 1/s per private chat, 20/min per group. A burst waits in the
-  buckets; nothing is rejected.
+* Token buckets (aiolimiter): 25 messages/s overall, 1/s per chat; for a group also a sliding window of 20
+  messages in any 60 s (Telegram counts a window, not a bucket). A burst waits; nothing is rejected.
 * Every Telegram answer is classified (TELEGRAM.md §2): 429 pauses the chat (or everything, when several chats get
   it at once) for `retry_after` plus jitter without counting an attempt; 403 and "chat not found"/"no rights" mark
-  the chat inactive (admins told once; /start in the chat re-enables it); a migrated group is followed to its new
+  the chat inactive (admins told once; /start in the chat re-enables it) — except "not enough rights to send",
+  a group's restriction that is often temporary: held and retried for `restricted_hold` (24 h) first; a
+  migrated group is followed to its new
   id; an HTML Telegram refuses goes out as plain text, a too-long text is cut; network errors, timeouts and 5xx are
   retried with exponential back-off.
 * Nothing is lost: a row ends delivered, or waits with its reason in `last_error`, or is given up with a reason
   (and the admins are told). The outbox row is marked delivered only after Telegram said ok, so a crash or a
   timeout can repeat the one message that was in flight — at-least-once: a timed-out send may have arrived,
   and resending it (a possible duplicate) is preferred to losing it.
+* A state file that refuses writes (read-only, full, I/O error) stops the sending: a send Telegram accepted but
+  the store could not record is kept in memory and written first when a retried write (back-off) succeeds, so
+  nothing is sent twice; the admins are told once; the poll jobs wait on the same `StoreHealth`.
 * Coalescing (DESIGN rule 6, "quiet, but never late"): the first change of a task goes out at once; further changes
   of the same task for the same chat queued within `coalesce_window` of it edit that message in place
   (editMessageText, "message is not modified" counts as success) or, if still queued, join it.
@@ -33,9 +38,9 @@ import sqlite3
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
-from functools import partial
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 import structlog
 from aiogram import Bot
@@ -71,6 +76,7 @@ GLOBAL_429_SPAN = 2.0
 CUT_UNITS = 2000  # a text Telegram calls too long even after our own measuring is cut to this
 NOTICE_BATCH_SECONDS = 0.5  # admin notices raised within this time go out as one message
 REASON_LIMIT = 300
+
 STORE_RETRY_FIRST = 1.0  # seconds before the first retried write once the state file refused one; doubles
 STORE_RETRY_MAX = 60.0
 
@@ -80,6 +86,7 @@ _RESTRICTED = re.compile(r"not enough rights to send", re.IGNORECASE)
 RESTRICTED_HOLD = timedelta(hours=24)
 RESTRICTED_FIRST_RETRY = 60.0  # seconds; then the time restricted so far (doubling), at most RESTRICTED_MAX_RETRY
 RESTRICTED_MAX_RETRY = 3600.0
+
 # 400 descriptions that mean "this chat will not take messages from us" (TELEGRAM.md §2).
 _DEAD_CHAT = re.compile(
     r"chat not found|have no rights|not enough rights|chat_write_forbidden|bot was kicked|"
