@@ -27,6 +27,7 @@ from bot.chat.digest import CHECK_EVERY, DIGEST_GRACE, DailyDigest
 from bot.chat.texts import texts
 from bot.config import ConfigError, Settings, load_settings
 from bot.events import Event
+from bot.housekeeping import PRUNE_EVERY, prune_history
 from bot.notify.compose import build_sender
 from bot.notify.routing import deliveries
 from bot.notify.sender import Sender
@@ -118,7 +119,7 @@ class Daemon:
             settings=settings, client=client, store=store, prefs=prefs, tasks=TaskIndex(store.db), zone=zone,
             statuses=lambda: poller.statuses, last_poll=lambda: poller.last_success,
             poll_interval=pacer.interval if pacer else (lambda: settings.poll.interval_seconds),
-            problem=lambda: detection.problem, wake_sender=sender.wake,
+            problem=lambda: store_problem(store) or detection.problem, wake_sender=sender.wake,
             sender_counts=lambda: (sender.sent, sender.failed),
             allowance=Allowance(settings.planfix.requests_per_user_per_minute),
         )
@@ -136,8 +137,16 @@ class Daemon:
         started = datetime.now(UTC)
         detection.jobs.append(BackgroundJob(
             "digest", digest.step, interval=lambda: CHECK_EVERY, health=detection.health, budget=detection.budget,
-            lock=asyncio.Lock(), uses_planfix=False,
+            lock=asyncio.Lock(), uses_planfix=False, store_health=store.health,
             ready=lambda: poller.caught_up or datetime.now(UTC) - started > DIGEST_GRACE,
+        ))
+        # Issue 11: settled messages and their events older than state.keep_days go, once a day, in small batches.
+        async def prune_step() -> None:
+            await prune_history(store, keep_days=settings.state.keep_days, now=datetime.now(UTC))
+
+        detection.jobs.append(BackgroundJob(
+            "prune", prune_step, interval=lambda: PRUNE_EVERY, health=detection.health, budget=detection.budget,
+            lock=asyncio.Lock(), uses_planfix=False, store_health=store.health,
         ))
         return cls(settings, store, client, bot, poller, sender, dispatcher, detection=detection)
 
@@ -225,6 +234,8 @@ class Daemon:
             return (now() - last).total_seconds() if last else None
 
         def health() -> tuple[bool, str]:
+            if (problem := store_problem(self.store)) is not None:
+                return False, problem
             allowed = max(120.0, 3 * self.settings.poll.interval_seconds)
             polled = lag()
             if polled is None:
@@ -234,12 +245,12 @@ class Daemon:
             return True, self.health_line()
 
         return metrics.Readings(
-            outbox_depth=lambda: self.store.outbox_counts().get("pending", 0),
+            outbox_depth=self.store.pending_count,
             oldest_undelivered_seconds=oldest,
             budget_remaining=self.client.budget.remaining,
             feed_lag_seconds=lag,
             events_by_kind=self.store.events_by_kind,
-            failures_by_reason=self.store.failure_texts,
+            failures_by_reason=self.store.failures_by_reason,
             messages_sent=lambda: self.sender.sent,
             job_results=lambda: {(job.name, result): n for job in (self.detection.jobs if self.detection else [])
                                  for result, n in job.results.items()},
@@ -253,7 +264,7 @@ class Daemon:
         """One line for systemd's STATUS= and for logs: last poll, outbox, sends."""
         last = self.poller.last_success
         polled = f"last poll {last:%H:%M:%S} UTC" if last else "no successful poll yet"
-        pending = self.store.outbox_counts().get("pending", 0)
+        pending = self.store.pending_count()
         return f"{polled}; {pending} messages queued; {self.sender.sent} sent, {self.sender.failed} failed"
 
     async def _service_heartbeat(self, notifier: SystemdNotifier) -> None:
@@ -277,6 +288,16 @@ class Daemon:
         with contextlib.suppress(Exception):
             await self.bot.session.close()
         self.store.close()
+
+
+def store_problem(store: Store) -> str | None:
+    """Why nothing is sent or polled while the state file refuses writes (for /status and /healthz), or None."""
+    health = store.health
+    if not health.failing:
+        return None
+    since = f" since {health.since:%Y-%m-%d %H:%M:%S} UTC" if health.since else ""
+    return (f"the state file cannot be written{since} ({health.error}): sending and polling are paused and resume "
+            "by themselves")
 
 
 def reload_settings(current: Settings, config_path: str | Path | None) -> Settings | None:

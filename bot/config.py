@@ -117,6 +117,7 @@ class TelegramSettings(_Section):
 
 class StateSettings(_Section):
     path: Path = Path(DEFAULT_STATE_PATH)
+    keep_days: int = Field(default=30, ge=1, le=3650)  # delivered/given-up messages and their events, then pruned
 
 
 class PollSettings(_Section):

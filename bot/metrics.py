@@ -13,6 +13,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 
+from state.reasons import failure_reason
+
 log = structlog.get_logger(__name__)
 
 
@@ -25,7 +27,7 @@ class Readings:
     budget_remaining: Callable[[], int | None] = lambda: None
     feed_lag_seconds: Callable[[], float | None] = lambda: None
     events_by_kind: Callable[[], dict[str, int]] = dict
-    failures_by_reason: Callable[[], dict[str, int]] = dict
+    failures_by_reason: Callable[[], dict[str, int]] = dict  # label (state.reasons.failure_reason) -> count
     messages_sent: Callable[[], int] = lambda: 0
     job_results: Callable[[], dict[tuple[str, str], int]] = dict  # (job, result) -> runs
     planfix_requests: Callable[[], dict[tuple[str, str], int]] = dict  # (method, code) -> requests
@@ -61,11 +63,7 @@ class _StateCollector(Collector):
         yield events
         failed = CounterMetricFamily(
             "planfix_bot_messages_failed", "Notifications given up, by reason.", labels=["reason"])
-        by_reason: dict[str, int] = {}
-        for text, count in self.readings.failures_by_reason().items():
-            label = failure_reason(text)
-            by_reason[label] = by_reason.get(label, 0) + count
-        for label, count in sorted(by_reason.items()):
+        for label, count in sorted(self.readings.failures_by_reason().items()):
             failed.add_metric([label], count)
         yield failed
         yield CounterMetricFamily(
@@ -102,20 +100,6 @@ class Metrics:
         return generate_latest(self.registry)
 
 
-def failure_reason(error: str) -> str:
-    """A small, bounded label for a Telegram failure text (labels must not explode in number)."""
-    text = error.lower()
-    for needle, label in (
-        ("retry after", "rate_limited"), ("429", "rate_limited"), ("blocked", "blocked"), ("kicked", "kicked"),
-        ("chat not found", "chat_not_found"), ("rights", "no_rights"), ("deactivated", "deactivated"),
-        ("chat inactive", "chat_inactive"), ("parse entities", "bad_markup"), ("too long", "too_long"), ("migrat", "migrated"), ("upgraded", "migrated"),
-        ("timeout", "timeout"), ("network", "network"), ("server", "server_error"), ("unauthorized", "unauthorized"),
-    ):
-        if needle in text:
-            return label
-    return "other"
-
-
 def make_app(metrics: Metrics) -> web.Application:
     async def metrics_handler(request: web.Request) -> web.Response:
         body = metrics.exposition()
@@ -144,3 +128,6 @@ async def serve(metrics: Metrics, listen: str) -> web.AppRunner:
     await web.TCPSite(runner, host, port).start()
     log.info("metrics.listening", host=host, port=port)
     return runner
+
+
+__all__ = ["Metrics", "Readings", "failure_reason", "make_app", "parse_listen", "serve"]

@@ -134,3 +134,24 @@ def m005_set_aside(db: Database) -> None:
         "CREATE TABLE IF NOT EXISTS set_aside (task_id INTEGER PRIMARY KEY, code TEXT NOT NULL, since TEXT NOT NULL, "
         "checked_at TEXT NOT NULL)"
     )
+
+
+@migrations()
+def m007_history_pruning(db: Database) -> None:
+    """Issue 11: delivered rows and their events are pruned after `state.keep_days`, so the totals /metrics shows
+    move to a small counters table (seeded from the rows kept so far), and the pruning gets its indexes."""
+    from state.reasons import failure_reason
+
+    db.execute("CREATE TABLE IF NOT EXISTS counters (name TEXT NOT NULL, label TEXT NOT NULL, "
+               "value INTEGER NOT NULL, PRIMARY KEY (name, label))")
+    db.execute("INSERT OR IGNORE INTO counters (name, label, value) SELECT 'events', kind, count(*) FROM events "
+               "GROUP BY kind")
+    failed: dict[str, int] = {}
+    for text, count in db.execute("SELECT last_error, count(*) FROM outbox WHERE status = 'failed' GROUP BY 1"):
+        label = failure_reason(text or "")
+        failed[label] = failed.get(label, 0) + count
+    for label, count in failed.items():
+        db.execute("INSERT OR IGNORE INTO counters (name, label, value) VALUES ('failed', ?, ?)", [label, count])
+    db.execute("CREATE INDEX IF NOT EXISTS outbox_event ON outbox (event_key)")
+    db.execute("CREATE INDEX IF NOT EXISTS outbox_settled ON outbox (delivered_at) WHERE status <> 'pending'")
+    db.execute("CREATE INDEX IF NOT EXISTS events_created ON events (created_at)")

@@ -2,23 +2,30 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import sqlite_utils
+import structlog
 
+from state.health import StoreHealth, is_write_failure
 from state.migrations import migrations
+from state.reasons import failure_reason
 from state.records import ChatState, DeliveryRow, EventRow, OutboxItem, PollCommit, StoredSnapshot
 
 PENDING = "pending"
 DELIVERED = "delivered"
 FAILED = "failed"
 SUPERSEDED = "superseded"  # a migrated chat's row whose twin was already queued for the new chat id
+
+log = structlog.get_logger(__name__)
+_RESTRICTED_KEY = "chat_restricted_since:"
 
 
 def _ts(moment: datetime) -> float:
@@ -37,6 +44,7 @@ class Store:
 
     db: sqlite_utils.Database
     path: Path
+    health: StoreHealth = field(default_factory=StoreHealth)  # shared with the sender and the poll jobs
 
     @classmethod
     def open(cls, path: str | Path) -> Store:
@@ -45,6 +53,8 @@ class Store:
             path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(str(path), isolation_level=None, timeout=10)
         db = sqlite_utils.Database(conn)
+        if not db.table_names():  # a new file: free pages go back to the disk (set before anything is written)
+            db.execute("PRAGMA auto_vacuum = INCREMENTAL")
         if str(path) != ":memory:":
             db.enable_wal()
         db.execute("PRAGMA foreign_keys = ON")
@@ -55,6 +65,22 @@ class Store:
     def close(self) -> None:
         self.db.close()
 
+    @contextlib.contextmanager
+    def _atomic(self) -> Iterator[None]:
+        """One transaction; a write the host refuses (read-only, disk full, I/O error) is recorded in `health`
+        before it is raised, so the sender and the poll jobs stop until a retried write succeeds."""
+        try:
+            with self.db.atomic():
+                yield
+        except sqlite3.OperationalError as exc:
+            if is_write_failure(exc):
+                self.health.failed(exc, datetime.now(UTC))
+            raise
+
+    def probe_write(self, now: datetime) -> None:
+        """A small real write (the sender's test that the state file takes writes again)."""
+        self.set_meta("store_probe", _iso(now))
+
     # -- meta ----------------------------------------------------------------------------------------------
 
     def get_meta(self, key: str) -> str | None:
@@ -62,7 +88,7 @@ class Store:
         return row[0] if row else None
 
     def set_meta(self, key: str, value: str) -> None:
-        with self.db.atomic():
+        with self._atomic():
             self._set_meta(key, value)
 
     def _set_meta(self, key: str, value: str) -> None:
@@ -119,7 +145,7 @@ class Store:
         any point either leaves the change to be detected again or has it fully queued — never half."""
         now = commit.now
         queued = 0
-        with self.db.atomic():
+        with self._atomic():
             for snap in commit.snapshots:
                 self.db.execute(
                     "INSERT INTO tasks (task_id, general, revision, data, deadline, deadline_due, is_active, "
@@ -148,10 +174,11 @@ class Store:
                     [(a, t, _ts(at)) for a, t, at in commit.seen_actions],
                 )
             for event in commit.events:
-                self.db.execute(
+                added = self.db.execute(
                     "INSERT OR IGNORE INTO events (key, kind, task_id, payload, created_at) VALUES (?, ?, ?, ?, ?)",
                     [event.key, event.kind, event.task_id, json.dumps(event.payload, ensure_ascii=False), _iso(now)],
-                )
+                ).rowcount
+                self._count("events", event.kind, added)
             for delivery in commit.deliveries:
                 cursor = self.db.execute(
                     "INSERT OR IGNORE INTO outbox (key, event_key, chat_id, status, attempts, not_before, "
@@ -191,7 +218,7 @@ class Store:
         return self.db.execute("SELECT COUNT(*) FROM set_aside").fetchone()[0]
 
     def prune_seen_actions(self, older_than: datetime) -> int:
-        with self.db.atomic():
+        with self._atomic():
             return self.db.execute("DELETE FROM seen_actions WHERE at < ?", [_ts(older_than)]).rowcount
 
     # -- outbox ----------------------------------------------------------------------------------------------
@@ -209,26 +236,27 @@ class Store:
         return datetime.fromtimestamp(row[0], UTC) if row and row[0] is not None else None
 
     def mark_delivered(self, row_id: int, message_id: int | None, now: datetime) -> None:
-        with self.db.atomic():
+        with self._atomic():
             self.db.execute(
                 "UPDATE outbox SET status = ?, message_id = ?, delivered_at = ?, last_error = NULL WHERE id = ?",
                 [DELIVERED, message_id, _iso(now), row_id],
             )
 
     def mark_retry(self, row_id: int, *, not_before: datetime, reason: str, count_attempt: bool = True) -> None:
-        with self.db.atomic():
+        with self._atomic():
             self.db.execute(
                 "UPDATE outbox SET not_before = ?, last_error = ?, attempts = attempts + ? WHERE id = ?",
                 [_ts(not_before), reason, 1 if count_attempt else 0, row_id],
             )
 
     def mark_failed(self, row_id: int, reason: str, now: datetime) -> None:
-        with self.db.atomic():
-            self.db.execute(
+        with self._atomic():
+            failed = self.db.execute(
                 "UPDATE outbox SET status = ?, last_error = ?, delivered_at = ?, attempts = attempts + 1 "
-                "WHERE id = ?",
-                [FAILED, reason, _iso(now), row_id],
-            )
+                "WHERE id = ? AND status = ?",
+                [FAILED, reason, _iso(now), row_id, PENDING],
+            ).rowcount
+            self._count("failed", failure_reason(reason), failed)
 
     def outbox_counts(self) -> dict[str, int]:
         return {r[0]: r[1] for r in self.db.execute("SELECT status, count(*) FROM outbox GROUP BY status")}
@@ -244,6 +272,12 @@ class Store:
         return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
     # -- health and metrics (read-only) ------------------------------------------------------------------------
+    # Request paths (/metrics, /status, the systemd status line) read only these: each is bounded by what is
+    # waiting now or by a small counters table, never by how much history the file holds (issue 11).
+
+    def pending_count(self) -> int:
+        """Messages waiting to be sent (an index range over pending rows only)."""
+        return self.db.execute("SELECT count(*) FROM outbox WHERE status = ?", [PENDING]).fetchone()[0]
 
     def oldest_pending_created(self) -> datetime | None:
         """When the oldest message still waiting to be sent was queued."""
@@ -251,14 +285,78 @@ class Store:
         return datetime.fromisoformat(row[0]) if row and row[0] else None
 
     def events_by_kind(self) -> dict[str, int]:
-        return {r[0]: r[1] for r in self.db.execute("SELECT kind, count(*) FROM events GROUP BY kind")}
+        """Every event ever detected, by kind (kept in `counters`: pruning the events does not lower it)."""
+        return self._counters("events")
+
+    def failures_by_reason(self) -> dict[str, int]:
+        """Every outbox row ever given up, by reason label (state.reasons.failure_reason)."""
+        return self._counters("failed")
 
     def failure_texts(self) -> dict[str, int]:
-        """Given-up outbox rows counted by their recorded reason text."""
+        """Given-up outbox rows still kept, counted by their recorded reason text (diagnostics, not requests)."""
         return {
             r[0] or "": r[1]
             for r in self.db.execute("SELECT last_error, count(*) FROM outbox WHERE status = ? GROUP BY 1", [FAILED])
         }
+
+    def _counters(self, name: str) -> dict[str, int]:
+        return {r[0]: r[1] for r in self.db.execute("SELECT label, value FROM counters WHERE name = ?", [name])}
+
+    def _count(self, name: str, label: str, n: int) -> None:
+        if n:
+            self.db.execute(
+                "INSERT INTO counters (name, label, value) VALUES (?, ?, ?) "
+                "ON CONFLICT(name, label) DO UPDATE SET value = value + excluded.value",
+                [name, label, n],
+            )
+
+    # -- pruning (issue 11: the state file stays small) --------------------------------------------------------
+
+    def prune_batch(self, older_than: datetime, limit: int = 500) -> int:
+        """One small transaction of pruning: settled outbox rows (delivered, given up, superseded) settled before
+        `older_than`, then (once those are gone) events older than that which no outbox row points at any more.
+        Returns the rows deleted; 0 means nothing is left to prune. Pending rows and their events are kept."""
+        cutoff = _iso(older_than)
+        with self._atomic():
+            # `status <> 'pending'` is spelled out so the partial index outbox_settled serves the query.
+            rows = self.db.execute(
+                "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE status <> 'pending' "
+                "AND delivered_at < ? ORDER BY delivered_at LIMIT ?)",
+                [cutoff, limit],
+            ).rowcount
+            if rows >= limit:
+                return rows  # events go once their rows are gone: scanning past still-referenced ones is O(n²)
+            events = self.db.execute(
+                "DELETE FROM events WHERE key IN (SELECT key FROM events e WHERE created_at < ? AND NOT EXISTS "
+                "(SELECT 1 FROM outbox o WHERE o.event_key = e.key) ORDER BY created_at LIMIT ?)",
+                [cutoff, limit],
+            ).rowcount
+        return rows + events
+
+    def ensure_incremental_vacuum(self) -> bool:
+        """A file made before issue 11 needs one VACUUM to switch to auto_vacuum=INCREMENTAL; done after its first
+        pruning, when it is small. False (logged) if that failed — a full disk: freed pages are then reused, not
+        returned, and the next pruning tries again."""
+        if self.db.execute("PRAGMA auto_vacuum").fetchone()[0] == 2:
+            return True
+        try:
+            self.db.execute("PRAGMA auto_vacuum = INCREMENTAL")
+            self.db.execute("VACUUM")
+        except sqlite3.OperationalError as exc:
+            log.warning("state.vacuum_failed", error=str(exc), effect="space freed by pruning is reused, not returned")
+            return False
+        log.info("state.auto_vacuum_enabled", pages=self.file_pages()[1])
+        return True
+
+    def reclaim_space(self, pages: int = 1000) -> int:
+        """Give up to `pages` free pages back to the file system (incremental vacuum); returns the free pages left."""
+        self.db.execute(f"PRAGMA incremental_vacuum({int(pages)})").fetchall()
+        return self.db.execute("PRAGMA freelist_count").fetchone()[0]
+
+    def file_pages(self) -> tuple[int, int, int]:
+        """(page size, pages in the file, free pages): how big the state file is and how much of it is reusable."""
+        return (self.db.execute("PRAGMA page_size").fetchone()[0], self.db.execute("PRAGMA page_count").fetchone()[0],
+                self.db.execute("PRAGMA freelist_count").fetchone()[0])
 
     # -- chats -----------------------------------------------------------------------------------------------
 
@@ -268,7 +366,7 @@ class Store:
 
     def set_chat_active(self, chat_id: int, active: bool, reason: str | None, now: datetime) -> bool:
         """Mark a chat (in)active; returns True when that changed anything (so admins are told only once)."""
-        with self.db.atomic():
+        with self._atomic():
             before = self.chat(chat_id)
             if before is not None and before.active == active:
                 return False
@@ -288,7 +386,7 @@ class Store:
 
     def migrate_chat(self, old_chat_id: int, new_chat_id: int, now: datetime) -> None:
         """A group became a supergroup: send its pending rows to the new id and remember the mapping."""
-        with self.db.atomic():
+        with self._atomic():
             self.db.execute(
                 "INSERT INTO chat_migrations (old_chat_id, new_chat_id, at) VALUES (?, ?, ?) "
                 "ON CONFLICT(old_chat_id) DO UPDATE SET new_chat_id = excluded.new_chat_id, at = excluded.at",
@@ -307,6 +405,21 @@ class Store:
                  PENDING],
             )
 
+    def restricted_chats(self) -> dict[int, datetime]:
+        """Chats that answer "not enough rights to send", and since when (kept across restarts: the hold is
+        bounded in time, not in attempts)."""
+        return {
+            int(r[0][len(_RESTRICTED_KEY):]): datetime.fromisoformat(r[1])
+            for r in self.db.execute("SELECT key, value FROM meta WHERE key LIKE ?", [_RESTRICTED_KEY + "%"])
+        }
+
+    def set_restricted_since(self, chat_id: int, since: datetime | None) -> None:
+        with self._atomic():
+            if since is None:
+                self.db.execute("DELETE FROM meta WHERE key = ?", [f"{_RESTRICTED_KEY}{chat_id}"])
+            else:
+                self._set_meta(f"{_RESTRICTED_KEY}{chat_id}", _iso(since))
+
     def chat_migrations(self) -> dict[int, int]:
         return {r[0]: r[1] for r in self.db.execute("SELECT old_chat_id, new_chat_id FROM chat_migrations")}
 
@@ -324,7 +437,7 @@ class Store:
     def commit_sweep(self, commit: PollCommit, seen: Iterable[int], *, new_pass: bool = False) -> int:
         """One sweep step in one transaction: its poll commit plus the task ids it saw in Planfix's active list
         (`new_pass` forgets the previous pass's ids first). Returns how many outbox rows were queued."""
-        with self.db.atomic():
+        with self._atomic():
             if new_pass:
                 self.db.execute("DELETE FROM sweep_seen")
             queued = self.commit_poll(commit)
@@ -412,7 +525,7 @@ class Store:
     def mark_sent(self, row_ids: Sequence[int], message_id: int | None, now: datetime, *,
                   group_id: int | None = None) -> None:
         """Rows delivered as one message; every row but the message's first points at it (`group_id`)."""
-        with self.db.atomic():
+        with self._atomic():
             for row_id in row_ids:
                 group = group_id if group_id is not None and group_id != row_id else None
                 self.db.execute(
@@ -423,12 +536,14 @@ class Store:
 
     def fail_pending_for_chat(self, chat_id: int, reason: str, now: datetime) -> int:
         """Give up every pending row of a chat (it will not take messages); returns how many."""
-        with self.db.atomic():
-            return self.db.execute(
+        with self._atomic():
+            failed = self.db.execute(
                 "UPDATE outbox SET status = ?, last_error = ?, delivered_at = ?, attempts = attempts + 1 "
                 "WHERE chat_id = ? AND status = ?",
                 [FAILED, reason, _iso(now), chat_id, PENDING],
             ).rowcount
+            self._count("failed", failure_reason(reason), failed)
+            return failed
 
     def outbox_problems(self, limit: int = 100) -> list[dict[str, Any]]:
         """Rows that are not simply delivered or waiting their turn: given up, or waiting after an error."""

@@ -64,7 +64,7 @@ def status_report(ctx: ChatContext, lang: str, chat_id: int) -> str:
     problem = ctx.problem()
     if problem:
         lines.append(escape(words["status_problem"].format(problem=truncate(problem, 300))))
-    pending = ctx.store.outbox_counts().get("pending", 0)
+    pending = ctx.store.pending_count()
     oldest = ctx.store.oldest_pending_created()
     if pending and oldest is not None:
         lines.append(escape(words["status_outbox"].format(pending=pending,

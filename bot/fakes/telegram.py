@@ -13,6 +13,7 @@ import logging
 import math
 import re
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -126,6 +127,24 @@ class _Bucket:
 
 
 @dataclass
+class _Window:
+    """Sliding window for strict_limits: at most `limit` requests in any `period` seconds (how Telegram counts a
+    group's 20 messages a minute: a burst of 20 and then one per 3 s is refused within the first minute)."""
+
+    limit: int
+    period: float
+    times: deque[float] = field(default_factory=deque)
+
+    def wait(self, now: float) -> float:
+        while self.times and self.times[0] <= now - self.period:
+            self.times.popleft()
+        return 0.0 if len(self.times) < self.limit else self.times[len(self.times) - self.limit] + self.period - now
+
+    def take(self, now: float) -> None:
+        self.times.append(now)
+
+
+@dataclass
 class _Update:
     update_id: int
     kind: str  # "message" | "callback_query"
@@ -142,6 +161,7 @@ class FakeTelegram:
     PER_CHAT_PER_SECOND = 1.0
     PER_CHAT_BURST = 3
     GROUP_PER_MINUTE = 20
+    GROUP_WINDOW_SECONDS = 60.0  # GROUP_PER_MINUTE messages in any window this long
     GLOBAL_PER_SECOND = 30
 
     def __init__(
@@ -172,7 +192,7 @@ class FakeTelegram:
         self._rules: list[_Rule] = []
         self._blocked: dict[int, str] = {}
         self._migrated: dict[int, int] = {}
-        self._buckets: dict[object, _Bucket] = {}
+        self._buckets: dict[object, _Bucket | _Window] = {}
         self._poll_generation = 0
         self._changed = asyncio.Event()  # replaced after every set(): wakes long polls and wait_for_messages
         self._closing = asyncio.Event()
@@ -428,18 +448,26 @@ class FakeTelegram:
             self._bucket("global", self.GLOBAL_PER_SECOND, self.GLOBAL_PER_SECOND),
             self._bucket(("chat", chat_id), self.PER_CHAT_BURST, self.PER_CHAT_PER_SECOND),
         ]
-        if chat_id < 0:
-            buckets.append(self._bucket(("group", chat_id), self.GROUP_PER_MINUTE, self.GROUP_PER_MINUTE / 60))
-        wait = max(b.wait(now) for b in buckets)
+        window = self._window(chat_id) if chat_id < 0 else None
+        wait = max([b.wait(now) for b in buckets] + ([window.wait(now)] if window else []))
         if wait > 0:
             self.rate_limit_hits += 1
             seconds = max(1, math.ceil(wait))
             raise ApiError(429, f"Too Many Requests: retry after {seconds}", {"retry_after": seconds})
         for b in buckets:
             b.take()
+        if window:
+            window.take(now)
 
     def _bucket(self, key: object, capacity: float, rate: float) -> _Bucket:
-        return self._buckets.setdefault(key, _Bucket(capacity, rate))
+        bucket = self._buckets.setdefault(key, _Bucket(capacity, rate))
+        assert isinstance(bucket, _Bucket)
+        return bucket
+
+    def _window(self, chat_id: int) -> _Window:
+        window = self._buckets.setdefault(("group", chat_id), _Window(self.GROUP_PER_MINUTE, self.GROUP_WINDOW_SECONDS))
+        assert isinstance(window, _Window)
+        return window
 
     # ── methods ──────────────────────────────────────────────────────────────────────────────────────────────
 

@@ -4,17 +4,22 @@ How it works
 * One worker per chat that has rows due, each sending that chat's rows in the order they were queued; different
   chats go out concurrently (at most `max_in_flight` requests at once), so a slow, limited or failing chat never
   holds up the others.
-* Token buckets (aiolimiter): 25 messages/s overall, 1/s per private chat, 20/min per group. A burst waits in the
-  buckets; nothing is rejected.
+* Token buckets (aiolimiter): 25 messages/s overall, 1/s per chat; for a group also a sliding window of 20
+  messages in any 60 s (Telegram counts a window, not a bucket). A burst waits; nothing is rejected.
 * Every Telegram answer is classified (TELEGRAM.md §2): 429 pauses the chat (or everything, when several chats get
   it at once) for `retry_after` plus jitter without counting an attempt; 403 and "chat not found"/"no rights" mark
-  the chat inactive (admins told once; /start in the chat re-enables it); a migrated group is followed to its new
+  the chat inactive (admins told once; /start in the chat re-enables it) — except "not enough rights to send",
+  a group's restriction that is often temporary: held and retried for `restricted_hold` (24 h) first; a
+  migrated group is followed to its new
   id; an HTML Telegram refuses goes out as plain text, a too-long text is cut; network errors, timeouts and 5xx are
   retried with exponential back-off.
 * Nothing is lost: a row ends delivered, or waits with its reason in `last_error`, or is given up with a reason
   (and the admins are told). The outbox row is marked delivered only after Telegram said ok, so a crash or a
   timeout can repeat the one message that was in flight — at-least-once: a timed-out send may have arrived,
   and resending it (a possible duplicate) is preferred to losing it.
+* A state file that refuses writes (read-only, full, I/O error) stops the sending: a send Telegram accepted but
+  the store could not record is kept in memory and written first when a retried write (back-off) succeeds, so
+  nothing is sent twice; the admins are told once; the poll jobs wait on the same `StoreHealth`.
 * Coalescing (DESIGN rule 6, "quiet, but never late"): the first change of a task goes out at once; further changes
   of the same task for the same chat queued within `coalesce_window` of it edit that message in place
   (editMessageText, "message is not modified" counts as success) or, if still queued, join it.
@@ -29,10 +34,13 @@ import html
 import itertools
 import random
 import re
+import sqlite3
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 import structlog
 from aiogram import Bot
@@ -53,6 +61,7 @@ from aiolimiter import AsyncLimiter
 
 from bot.events import DIGEST, Event
 from bot.notify.planfix_html import truncate, utf16_len
+from state.health import is_write_failure
 from state.records import OutboxItem
 from state.store import Store
 
@@ -67,6 +76,16 @@ GLOBAL_429_SPAN = 2.0
 CUT_UNITS = 2000  # a text Telegram calls too long even after our own measuring is cut to this
 NOTICE_BATCH_SECONDS = 0.5  # admin notices raised within this time go out as one message
 REASON_LIMIT = 300
+
+STORE_RETRY_FIRST = 1.0  # seconds before the first retried write once the state file refused one; doubles
+STORE_RETRY_MAX = 60.0
+
+# 400 "not enough rights to send text messages to the chat": a group restricted the bot, often for a while. Its
+# messages are held and retried, less and less often, for `restricted_hold`; only then is the chat given up.
+_RESTRICTED = re.compile(r"not enough rights to send", re.IGNORECASE)
+RESTRICTED_HOLD = timedelta(hours=24)
+RESTRICTED_FIRST_RETRY = 60.0  # seconds; then the time restricted so far (doubling), at most RESTRICTED_MAX_RETRY
+RESTRICTED_MAX_RETRY = 3600.0
 
 # 400 descriptions that mean "this chat will not take messages from us" (TELEGRAM.md §2).
 _DEAD_CHAT = re.compile(
@@ -106,6 +125,7 @@ class Limits:
     global_per_second: float = 25
     private_per_second: float = 1
     group_per_minute: float = 20
+    group_window_seconds: float = 60  # Telegram counts a group's messages over any 60 s, not in a bucket
 
 
 def plain_text(html_text: str) -> str:
@@ -115,6 +135,50 @@ def plain_text(html_text: str) -> str:
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+def restriction_retry(since: datetime, now: datetime, *, hold: timedelta = RESTRICTED_HOLD,
+                      first: float = RESTRICTED_FIRST_RETRY, cap: float = RESTRICTED_MAX_RETRY) -> datetime | None:
+    """When to try a chat that restricts the bot again (1 min, 2, 4, … then hourly; the last try at the bound),
+    or None: restricted for `hold` already, give up."""
+    if now - since >= hold:
+        return None
+    delay = min(cap, max(first, (now - since).total_seconds()))
+    return min(now + timedelta(seconds=delay), since + hold)
+
+
+class SlidingWindow:
+    """At most `limit` requests in any `period` seconds, counted from when each request was answered (the server
+    received it no later than that, so no `period` at the server's end holds more). A full window waits for
+    its oldest entry to leave; a burst is queued, never rejected. aiolimiter's leaky bucket lets a full burst
+    and then a steady drip through — up to twice the limit in the first period."""
+
+    def __init__(self, limit: int, period: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.limit, self.period, self.clock = max(1, int(limit)), period, clock
+        self._done: deque[float] = deque()  # when each request of the last `period` was answered
+        self._open = 0  # requests under way (counted as if answered now)
+
+    def wait_time(self) -> float:
+        now = self.clock()
+        while self._done and self._done[0] <= now - self.period:
+            self._done.popleft()
+        excess = len(self._done) + self._open - self.limit  # this many + 1 entries must leave first
+        if excess < 0:
+            return 0.0
+        if excess < len(self._done):
+            return max(0.001, self._done[excess] + self.period - now)
+        return self.period / self.limit  # the window is full of requests under way: look again soon
+
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        while (wait := self.wait_time()) > 0:
+            await asyncio.sleep(wait)
+        self._open += 1
+        try:
+            yield
+        finally:
+            self._open -= 1
+            self._done.append(self.clock())
 
 
 class PriorityTurnstile:
@@ -182,6 +246,11 @@ class Sender:
     defer: Callable[[int, Event, datetime], datetime | None] | None = None  # quiet hours at send time
     limits: Limits = field(default_factory=Limits)
     idle_wait: float = 5.0
+    store_retry_first: float = STORE_RETRY_FIRST
+    store_retry_max: float = STORE_RETRY_MAX
+    restricted_hold: timedelta = RESTRICTED_HOLD
+    restricted_first_retry: float = RESTRICTED_FIRST_RETRY
+    restricted_max_retry: float = RESTRICTED_MAX_RETRY
     sent: int = 0  # messages sent (new ones)
     edited: int = 0  # messages updated in place by coalescing
     failed: int = 0  # rows given up
@@ -196,12 +265,18 @@ class Sender:
     _told: set[tuple[str, int]] = field(default_factory=set)  # (kind of notice, chat) the admins already heard
     _global: AsyncLimiter | None = None
     _per_chat: dict[int, AsyncLimiter] = field(default_factory=dict)
-    _per_group: dict[int, AsyncLimiter] = field(default_factory=dict)
+    _per_group: dict[int, SlidingWindow] = field(default_factory=dict)
     _turnstile: PriorityTurnstile = field(default_factory=PriorityTurnstile)
     _backlog: dict[int, int] = field(default_factory=dict)  # due rows per chat, for the turnstile's order
     _in_flight: asyncio.Semaphore | None = None
     _notice_lines: list[str] = field(default_factory=list)  # admin notices waiting to be sent together
     _notice_task: asyncio.Task[None] | None = None
+    # Sends Telegram accepted that the state file refused to record: written first when it takes writes again,
+    # and nothing else is sent until then, so a refused write never turns into the same message sent again.
+    _unrecorded: list[Callable[[], None]] = field(default_factory=list)
+    _store_recovery: asyncio.Task[None] | None = None
+    _store_told: bool = False
+    _restricted: dict[int, datetime] | None = None  # chat -> restricted since (kept in the state file), loaded lazily
 
     # ── lifecycle ────────────────────────────────────────────────────────────────────────────────────────────
 
@@ -228,8 +303,10 @@ class Sender:
             if self._workers:
                 await asyncio.wait(list(self._workers.values()))
         finally:
-            for task in [*self._workers.values(), *([self._notice_task] if self._notice_task else [])]:
+            for task in [*self._workers.values(), *([self._notice_task] if self._notice_task else []),
+                         *([self._store_recovery] if self._store_recovery else [])]:
                 task.cancel()
+            self._flush_unrecorded_at_exit()
             log.info("sender.stopped", sent=self.sent, edited=self.edited, failed=self.failed,
                      retried=self.retried, rate_limited=self.rate_limited)
 
@@ -244,6 +321,8 @@ class Sender:
     def dispatch(self) -> None:
         """Start a worker for every chat with due rows that has none running and is not paused."""
         now = self.clock()
+        if self._store_blocked():
+            return
         if self._global_pause and self._global_pause > now:
             return
         for chat_id in self.store.due_chats(now):
@@ -288,6 +367,8 @@ class Sender:
             now = self.clock()
             if self._paused_until(chat_id, now) or (self._global_pause and self._global_pause > now):
                 return
+            if self._store_blocked():
+                return
             row = self.store.next_due_row(chat_id, now)
             if row is None:
                 self._backlog.pop(chat_id, None)
@@ -302,6 +383,13 @@ class Sender:
             return await self.deliver(row)
         except asyncio.CancelledError:
             raise
+        except sqlite3.Error as exc:
+            if not (is_write_failure(exc) or self.store.health.failing):
+                raise
+            # The state file refused a write (the row's retry, a give-up, a deactivation): nothing was lost — the
+            # row is still pending as it was — but nothing more is sent until the file takes writes again.
+            self._store_failed(exc)
+            return False
         except Exception as exc:
             log.exception("sender.deliver_crashed", chat=row.chat_id, event_key=row.event_key)
             reason = f"internal error: {type(exc).__name__}: {exc}"
@@ -373,6 +461,8 @@ class Sender:
             elif plan.edit_id is not None and _EDIT_GONE.search(text):
                 log.info("telegram.edit_gone", chat=chat_id, message_id=plan.edit_id, error=text)
                 return _EDIT_GONE_MARK
+            elif _RESTRICTED.search(text):
+                return await self._held_by_restriction(row, text)
             elif _DEAD_CHAT.search(text):
                 await self._deactivate(chat_id, text)
                 return True
@@ -396,16 +486,93 @@ class Sender:
             if row.attempts + 1 >= MAX_ATTEMPTS:
                 return await self._give_up(row, f"telegram: {exc.message}")
             return await self._backoff(row, f"telegram: {exc.message}")
-        self.store.mark_sent([r.id for r in plan.rows], message_id, self.clock(), group_id=plan.head_id)
+        record = partial(self.store.mark_sent, [r.id for r in plan.rows], message_id, self.clock(),
+                         group_id=plan.head_id)
+        try:
+            record()
+        except sqlite3.Error as exc:
+            # Telegram has the message but the state file does not know: keep the record in memory and stop
+            # sending until it can be written, instead of sending the row again (issue 11: no spam on a full disk).
+            self._unrecorded.append(record)
+            self._store_failed(exc)
+            self.sent += plan.edit_id is None
+            self.edited += plan.edit_id is not None
+            log.error("telegram.sent_unrecorded", chat=chat_id, event_key=row.event_key, message_id=message_id,
+                      error=str(exc))
+            return False
         if plan.edit_id is None:
             self.sent += 1
         else:
             self.edited += 1
         self._told.discard(("long_wait", chat_id))
         self._told.discard(("stuck", chat_id))
+        if chat_id in self._restricted_chats():
+            del self._restricted_chats()[chat_id]
+            self._told.discard(("restricted", chat_id))
+            self.store.set_restricted_since(chat_id, None)
+            log.info("telegram.chat_restriction_over", chat=chat_id)
         log.info("telegram.sent", chat=chat_id, event_key=row.event_key, message_id=message_id,
                  rows=len(plan.rows), edit=plan.edit_id is not None)
         return True
+
+    # ── a state file that refuses writes ─────────────────────────────────────────────────────────────────────
+
+    def _store_blocked(self) -> bool:
+        """True while the state file refuses writes or a send is still unrecorded: then nothing is sent."""
+        if self.store.health.failing or self._unrecorded:
+            self._start_store_recovery()
+            return True
+        return False
+
+    def _store_failed(self, exc: BaseException) -> None:
+        self.store.health.failed(exc, self.clock())
+        self._start_store_recovery()
+
+    def _start_store_recovery(self) -> None:
+        if self._store_recovery is not None and not self._store_recovery.done():
+            return
+        if not self._store_told:
+            self._store_told = True
+            error = self.store.health.error or "a write failed"
+            log.error("store.write_failed", error=error, path=str(self.store.path),
+                      effect="sending and Planfix polling paused; retrying the write with back-off")
+            self._notify(f"⚠️ The bot cannot write its state file: {_reason(error)}. Sending and Planfix polling "
+                         "are paused so that nothing is sent twice; they resume by themselves once the file can be "
+                         "written again (free disk space, check that it is not read-only).")
+        self._store_recovery = asyncio.create_task(self._recover_store(), name="store-recovery")
+
+    async def _recover_store(self) -> None:
+        """Retry the refused writes with back-off (first the sends Telegram accepted, then a probe); on success
+        clear the shared health, so the poll jobs and the lanes resume by themselves."""
+        delay = self.store_retry_first
+        while not self._stopping:
+            await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+            try:
+                while self._unrecorded:
+                    self._unrecorded[0]()
+                    self._unrecorded.pop(0)
+                self.store.probe_write(self.clock())
+            except sqlite3.Error as exc:
+                self.store.health.failed(exc, self.clock())
+                delay = min(self.store_retry_max, delay * 2)
+                log.warning("store.still_failing", error=str(exc), retry_in_s=round(delay, 1))
+                continue
+            since = self.store.health.since
+            self.store.health.recovered()
+            self._store_told = False
+            log.info("store.recovered", failing_for_s=round((self.clock() - since).total_seconds(), 1) if since
+                     else None)
+            self._wake.set()
+            return
+
+    def _flush_unrecorded_at_exit(self) -> None:
+        try:
+            while self._unrecorded:
+                self._unrecorded[0]()
+                self._unrecorded.pop(0)
+        except sqlite3.Error as exc:
+            # As after a crash: each of these chats may get its last message once more after the restart.
+            log.error("store.unrecorded_at_exit", sends=len(self._unrecorded), error=str(exc))
 
     # ── requests ─────────────────────────────────────────────────────────────────────────────────────────────
 
@@ -443,6 +610,13 @@ class Sender:
 
     async def _request(self, chat_id: int, rendered: Rendered, text: str, *, parse_html: bool,
                        edit_id: int | None) -> int:
+        if chat_id >= 0:
+            return await self._paced_request(chat_id, rendered, text, parse_html=parse_html, edit_id=edit_id)
+        async with self._group_limiter(chat_id).slot():  # held until Telegram answered: the window counts that
+            return await self._paced_request(chat_id, rendered, text, parse_html=parse_html, edit_id=edit_id)
+
+    async def _paced_request(self, chat_id: int, rendered: Rendered, text: str, *, parse_html: bool,
+                             edit_id: int | None) -> int:
         await self._pace(chat_id)
         markup = None
         if rendered.url:  # the button goes on every message and stays on every edit
@@ -477,9 +651,8 @@ class Sender:
         return self._in_flight
 
     async def _pace(self, chat_id: int, *, urgent: bool = False) -> None:
-        """Wait for this chat's buckets, then the global one: a burst is queued, never rejected."""
-        if chat_id < 0:
-            await self._group_limiter(chat_id).acquire()
+        """Wait for this chat's bucket, then the global one (a group's window is waited for around the request, in
+        `_request`): a burst is queued, never rejected."""
         await self._chat_limiter(chat_id).acquire()
         if self._global is None:
             self._global = AsyncLimiter(self.limits.global_per_second, 1)
@@ -492,8 +665,8 @@ class Sender:
         per_message = 1 / self.limits.private_per_second
         if chat_id >= 0:
             return n * per_message
-        burst = max(1.0, self.limits.group_per_minute - 1)
-        return n * per_message + max(0.0, n - burst) * max(0.0, 60 / self.limits.group_per_minute - per_message)
+        per_window = max(1, int(self.limits.group_per_minute))
+        return (n - 1) // per_window * self.limits.group_window_seconds + ((n - 1) % per_window + 1) * per_message
 
     def _chat_limiter(self, chat_id: int) -> AsyncLimiter:
         """One message per second in any chat (Telegram: "avoid sending more than one message per second")."""
@@ -502,15 +675,14 @@ class Sender:
             limiter = self._per_chat[chat_id] = AsyncLimiter(1, 1 / self.limits.private_per_second)
         return limiter
 
-    def _group_limiter(self, chat_id: int) -> AsyncLimiter:
-        """Groups and channels (negative ids) also get 20 per minute. The burst is one smaller than the minute's
-        allowance and the period shortened to match (19 per 57 s is still 20/min): one message of slack against
-        request timing jitter at Telegram's end."""
-        limiter = self._per_group.get(chat_id)
-        if limiter is None:
-            burst = max(1.0, self.limits.group_per_minute - 1)
-            limiter = self._per_group[chat_id] = AsyncLimiter(burst, 60 * burst / self.limits.group_per_minute)
-        return limiter
+    def _group_limiter(self, chat_id: int) -> SlidingWindow:
+        """Groups and channels (negative ids) also get 20 messages in any 60 s (issue 11: a sliding window, as
+        Telegram counts; a bucket let ~40 through in the first minute and drew 429s of 17–22 s)."""
+        window = self._per_group.get(chat_id)
+        if window is None:
+            window = self._per_group[chat_id] = SlidingWindow(int(self.limits.group_per_minute),
+                                                              self.limits.group_window_seconds)
+        return window
 
     # ── outcomes ─────────────────────────────────────────────────────────────────────────────────────────────
 
@@ -536,6 +708,40 @@ class Sender:
                 f"⏳ Telegram asks the bot to wait {int(seconds)} s before writing to chat {row.chat_id} again "
                 "(too many requests). Messages for it are kept and will go out after the wait.",
             )
+        return False
+
+    def _restricted_chats(self) -> dict[int, datetime]:
+        if self._restricted is None:
+            self._restricted = self.store.restricted_chats()
+        return self._restricted
+
+    async def _held_by_restriction(self, row: OutboxItem, text: str) -> bool:
+        """The chat does not let the bot write for now: hold its messages (order kept, no attempt counted) and try
+        again later and later; after `restricted_hold` give the chat up like a dead one, with the reason."""
+        now, chat_id = self.clock(), row.chat_id
+        restricted = self._restricted_chats()
+        since = restricted.get(chat_id)
+        if since is None:
+            since = restricted[chat_id] = now
+            self.store.set_restricted_since(chat_id, now)
+        retry_at = restriction_retry(since, now, hold=self.restricted_hold, first=self.restricted_first_retry,
+                                     cap=self.restricted_max_retry)
+        if retry_at is None:
+            del restricted[chat_id]
+            self.store.set_restricted_since(chat_id, None)
+            hours = self.restricted_hold.total_seconds() / 3600
+            await self._deactivate(chat_id, f"{text} (still after {hours:g} h of retries)")
+            return True
+        self._pause(chat_id, retry_at)
+        self.store.mark_retry(row.id, not_before=retry_at, reason=f"restricted: {text}", count_attempt=False)
+        log.warning("telegram.chat_restricted", chat=chat_id, error=text, since=since.isoformat(),
+                    retry_in_s=round((retry_at - now).total_seconds(), 1))
+        hours = self.restricted_hold.total_seconds() / 3600
+        await self._tell_once(
+            "restricted", chat_id,
+            f"⏸ Chat {chat_id} does not let the bot write right now: {_reason(text)}. Its messages are held and "
+            f"retried, less and less often, for up to {hours:g} h; then they are given up.",
+        )
         return False
 
     async def _backoff(self, row: OutboxItem, reason: str) -> bool:

@@ -16,6 +16,9 @@ sleep until due, run one step, decide when to run next. The policy for a failed 
   admins are told once per episode, and everything resumes by itself.
 * per-item errors (3001, 3002, 3008, 4001, 6001, …) never get here: the steps forget (3001) or set aside that
   task and go on (poller.fetch_cards). A short-term 0007 (plenty left today) only delays the job, silently.
+* the state file refuses writes (read-only, disk full, I/O error; state/health.py): every job waits — a poll
+  whose results cannot be stored would only be repeated — and runs again as soon as the sender's retried write
+  succeeds. The step's transaction was rolled back, so the cursor did not move and nothing is lost.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from bot.planfix.errors import (
     PlanfixRequestError,
 )
 from bot.watch.poller import Poller, utc_now
+from state.health import StoreHealth, is_write_failure
 
 log = structlog.get_logger(__name__)
 
@@ -156,8 +160,10 @@ class BackgroundJob:
         timeout: float = STEP_TIMEOUT,
         rng: random.Random | None = None,
         uses_planfix: bool = True,
+        store_health: StoreHealth | None = None,
     ) -> None:
         self.name = name
+        self.store_health = store_health
         self.uses_planfix = uses_planfix  # only a job that talked to Planfix can tell that a pause is over
         self.step = step
         self.interval = interval
@@ -189,6 +195,8 @@ class BackgroundJob:
         """Run the step if it is due and allowed; returns whether it ran (successfully or not)."""
         if self.health.fatal is not None or not self.ready() or self.seconds_until_due() > 0:
             return False
+        if self.store_health is not None and self.store_health.failing:
+            return False
         self.runs += 1
         try:
             async with self.lock, asyncio.timeout(self.timeout):
@@ -213,7 +221,15 @@ class BackgroundJob:
             level = log.error if isinstance(exc, (PlanfixRequestError, PlanfixItemError)) else log.warning
             level("job.retry", job=self.name, attempt=self.failures, retry_in_s=round(delay, 1), code=code,
                   error=str(exc) or type(exc).__name__, kind=type(exc).__name__)
-        except Exception:
+        except Exception as exc:
+            if is_write_failure(exc):
+                self.results["store_error"] += 1
+                if self.store_health is not None:
+                    self.store_health.failed(exc, self.clock())  # the sender retries the write, then clears it
+                self.next_run = None  # due again as soon as the state file takes writes
+                log.error("job.store_write_failed", job=self.name, error=str(exc),
+                          effect="paused until the state file can be written")
+                return True
             self.results["crashed"] += 1
             self.failures += 1
             delay = self.backoff()
@@ -288,6 +304,7 @@ class Detection:
         clock: Callable[[], datetime] | None = None,
         deadline_grace: timedelta = timedelta(minutes=5),
         rng: random.Random | None = None,
+        store_health: StoreHealth | None = None,
     ) -> Detection:
         from bot.watch.sweep import Sweep
 
@@ -298,7 +315,7 @@ class Detection:
         pacer = Pacer(budget, interval, sweep.requests_per_second if sweep else (lambda: 0.0))
         lock = asyncio.Lock()  # the feed and the sweep never interleave: a stale card must not undo a fresh one
         common: dict[str, Any] = {"health": health, "budget": budget, "clock": clock, "max_backoff": max_backoff,
-                                  "rng": rng}
+                                  "rng": rng, "store_health": store_health}
 
         async def poll_step() -> None:
             before = sum(budget.granted[p] for p in (Priority.FEED, Priority.ENRICH))
@@ -399,6 +416,7 @@ def detection_from_settings(
         sweep_period=timedelta(hours=poll.sweep_hours) if poll.sweep_hours else None,
         notify_admins=notify_admins,
         clock=clock,
+        store_health=getattr(store, "health", None),
     )
 
 
