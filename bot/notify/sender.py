@@ -171,7 +171,7 @@ class SlidingWindow:
 
     @contextlib.asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
-        while (wait := self.wait_time()) > 0:
+        while (wait := self.wait_time()) > 0:  # noqa: ASYNC110 (waits on the clock, not on an event)
             await asyncio.sleep(wait)
         self._open += 1
         try:
