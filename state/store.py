@@ -21,6 +21,18 @@ FAILED = "failed"
 SUPERSEDED = "superseded"  # a migrated chat's row whose twin was already queued for the new chat id
 
 
+class StateFileError(Exception):
+    """The state file cannot be used at all (not a database, damaged, unreadable): a person must act."""
+
+    def __init__(self, path: Path, problem: str, fix: str):
+        super().__init__(f"{path}: {problem}; {fix}")
+        self.path, self.problem, self.fix = path, problem, fix
+
+
+_RESTORE = ("stop the service, copy your latest backup over it (remove any -wal/-shm files next to it) and "
+            "start it again (README: Backup); or move it away to start from scratch, which announces nothing old")
+
+
 def _ts(moment: datetime) -> float:
     if moment.tzinfo is None:
         raise ValueError("naive datetime given to the state store")
@@ -40,16 +52,33 @@ class Store:
 
     @classmethod
     def open(cls, path: str | Path) -> Store:
+        """Open (creating and migrating as needed) the state file; StateFileError if it cannot be used."""
         path = Path(path)
+        try:
+            return cls._open(path)
+        except sqlite3.DatabaseError as exc:
+            # Restarting cannot repair a damaged file: say once what it is and what to do (issue 11, item 3).
+            text = str(exc)
+            if "not a database" in text or "malformed" in text:
+                raise StateFileError(path, f"damaged or not a planfix-bot state file ({text})", _RESTORE) from None
+            raise StateFileError(path, f"cannot be used ({text})", "check state.path and the file's owner and "
+                                 "permissions") from None
+
+    @classmethod
+    def _open(cls, path: Path) -> Store:
         if str(path) != ":memory:":
             path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(str(path), isolation_level=None, timeout=10)
         db = sqlite_utils.Database(conn)
-        if str(path) != ":memory:":
-            db.enable_wal()
-        db.execute("PRAGMA foreign_keys = ON")
-        db.execute("PRAGMA synchronous = NORMAL")
-        migrations.apply(db)
+        try:
+            if str(path) != ":memory:":
+                db.enable_wal()
+            db.execute("PRAGMA foreign_keys = ON")
+            db.execute("PRAGMA synchronous = NORMAL")
+            migrations.apply(db)
+        except BaseException:
+            conn.close()
+            raise
         return cls(db=db, path=path)
 
     def close(self) -> None:
