@@ -3,9 +3,13 @@ the reload protocol — each ends in one clear line and an exit status systemd d
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
+import signal
+import socket
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -81,3 +85,72 @@ def test_units_do_not_restart_on_config_or_state_errors(unit):
     """Both shipped units list exit statuses 2 and 3 in RestartPreventExitStatus=."""
     [line] = re.findall(r"^RestartPreventExitStatus=(.*)$", unit.read_text(), re.M)
     assert {str(EXIT_CONFIG), str(EXIT_STATE)} <= set(line.split())
+
+
+class NotifySocket:
+    """A fake systemd notify socket: a unix datagram socket the test reads, as systemd would."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.setblocking(False)
+        self.received: list[str] = []
+
+    def drain(self) -> list[str]:
+        while True:
+            try:
+                self.received.append(self.sock.recv(4096).decode())
+            except BlockingIOError:
+                return self.received
+
+    async def wait_for(self, start: int, predicate, timeout: float = 60) -> int:
+        """The index of the first datagram at or after `start` that satisfies `predicate`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for i, message in enumerate(self.drain()[start:], start):
+                if predicate(message):
+                    return i
+            assert time.monotonic() < deadline, f"not found in {self.received[start:]}"
+            await asyncio.sleep(0.02)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _is_ready(message: str) -> bool:
+    return "READY=1" in message.split("\n")
+
+
+async def test_reload_follows_the_systemd_protocol(tmp_path):
+    """SIGHUP sends RELOADING=1 with MONOTONIC_USEC (now, on CLOCK_MONOTONIC), then READY=1 — after a refused
+    reload (STATUS says why) and after a good one alike, so `systemctl reload` never waits for its timeout."""
+    from bot.fakes.planfix import FakePlanfix
+    from bot.fakes.telegram import FakeTelegram
+    from tests.e2e import Daemon, daemon_config, wait_until
+
+    notify = NotifySocket(tmp_path / "notify.sock")
+    async with FakePlanfix() as pf, FakeTelegram() as tg:
+        path = tmp_path / "c.toml"
+        write_config(path, daemon_config(tmp_path, pf, tg, routes=[{"chat_id": -1}]))
+        daemon = await Daemon(path, tmp_path / "d.log", env={"NOTIFY_SOCKET": str(notify.path)}).start()
+        try:
+            first_ready = await notify.wait_for(0, _is_ready)
+            for config, outcome in ((path.read_text().replace("interval_seconds = 1", "interval_seconds = 0"),
+                                     "reload refused, running configuration kept: poll.interval_seconds"),
+                                    (path.read_text(), "configuration reloaded")):
+                path.write_text(config)
+                before = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+                mark = len(notify.drain())
+                daemon.proc.send_signal(signal.SIGHUP)
+                reloading = await notify.wait_for(mark, lambda m: m.startswith("RELOADING=1\n"))
+                usec = int(re.search(r"^MONOTONIC_USEC=(\d+)$", notify.received[reloading], re.M).group(1))
+                assert before <= usec <= time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+                ready = await notify.wait_for(reloading, _is_ready, timeout=30)
+                assert outcome in notify.received[ready], notify.received[ready]
+            assert first_ready < reloading
+            await wait_until(lambda: "config.reloaded" in daemon.output(), 30, "the reload")
+        finally:
+            assert await daemon.stop() == 0
+    notify.close()
+    assert "Traceback" not in daemon.output()
