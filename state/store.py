@@ -12,6 +12,7 @@ from typing import Any
 
 import sqlite_utils
 
+from bot.redact import redact
 from state.migrations import migrations
 from state.records import ChatState, DeliveryRow, EventRow, OutboxItem, PollCommit, StoredSnapshot
 
@@ -228,7 +229,7 @@ class Store:
         with self.db.atomic():
             self.db.execute(
                 "UPDATE outbox SET not_before = ?, last_error = ?, attempts = attempts + ? WHERE id = ?",
-                [_ts(not_before), reason, 1 if count_attempt else 0, row_id],
+                [_ts(not_before), redact(reason), 1 if count_attempt else 0, row_id],
             )
 
     def mark_failed(self, row_id: int, reason: str, now: datetime) -> None:
@@ -236,7 +237,7 @@ class Store:
             self.db.execute(
                 "UPDATE outbox SET status = ?, last_error = ?, delivered_at = ?, attempts = attempts + 1 "
                 "WHERE id = ?",
-                [FAILED, reason, _iso(now), row_id],
+                [FAILED, redact(reason), _iso(now), row_id],
             )
 
     def outbox_counts(self) -> dict[str, int]:
@@ -285,7 +286,7 @@ class Store:
                 "INSERT INTO chats (chat_id, active, reason, updated_at) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT(chat_id) DO UPDATE SET active = excluded.active, reason = excluded.reason, "
                 "updated_at = excluded.updated_at",
-                [chat_id, 1 if active else 0, reason, _iso(now)],
+                [chat_id, 1 if active else 0, redact(reason) if reason else reason, _iso(now)],
             )
             return before is not None or not active
 
@@ -436,7 +437,7 @@ class Store:
             return self.db.execute(
                 "UPDATE outbox SET status = ?, last_error = ?, delivered_at = ?, attempts = attempts + 1 "
                 "WHERE chat_id = ? AND status = ?",
-                [FAILED, reason, _iso(now), chat_id, PENDING],
+                [FAILED, redact(reason), _iso(now), chat_id, PENDING],
             ).rowcount
 
     def outbox_problems(self, limit: int = 100) -> list[dict[str, Any]]:

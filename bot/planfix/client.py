@@ -185,7 +185,7 @@ class PlanfixClient:
             try:
                 async with asyncio.timeout(self._timeout):
                     raw = await self._post(method, body)
-                response = parse_response(raw, method, token_mode=self._token_mode)
+                response = parse_response(raw, method, token_mode=self._token_mode, secrets=self._all_secrets())
             except PlanfixError as exc:
                 if isinstance(exc, PlanfixLimitError) and exc.code == "0007":
                     self.budget.note_limit_error()

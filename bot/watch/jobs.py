@@ -38,6 +38,7 @@ from bot.planfix.errors import (
     PlanfixLimitError,
     PlanfixRequestError,
 )
+from bot.redact import redact
 from bot.watch.poller import Poller, utc_now
 
 log = structlog.get_logger(__name__)
@@ -92,7 +93,7 @@ class Health:
         if self.notify_admins is None:
             return
         try:
-            await self.notify_admins(text)
+            await self.notify_admins(redact(text))
         except Exception as exc:  # a failed notice must never take a job down
             log.warning("watch.admin_notice_failed", error=str(exc))
 
@@ -103,7 +104,7 @@ class Health:
         log.error("planfix.config_error", job=job, code=exc.code, error=str(exc), fix=fix_hint(exc.code),
                   effect="background polling stopped; commands still answered")
         await self.tell_admins(
-            f"⚠️ Planfix refuses the bot: {html.escape(str(exc))}.\nFix: {html.escape(fix_hint(exc.code))}, then "
+            f"⚠️ Planfix refuses the bot: {html.escape(redact(str(exc)))}.\nFix: {html.escape(fix_hint(exc.code))}, then "
             "restart the bot. Notifications are stopped until then; commands are still answered."
         )
 
