@@ -22,6 +22,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from bot import logs, metrics
 from bot.chat.audience import ChatAudience
 from bot.chat.commands import ChatContext, build_router, set_bot_commands
+from bot.chat import makers
 from bot.chat.digest import CHECK_EVERY, DIGEST_GRACE, DailyDigest
 from bot.chat.texts import texts
 from bot.config import ConfigError, Settings, load_settings
@@ -136,6 +137,11 @@ class Daemon:
             "digest", digest.step, interval=lambda: CHECK_EVERY, health=detection.health, budget=detection.budget,
             lock=asyncio.Lock(), uses_planfix=False,
             ready=lambda: poller.caught_up or datetime.now(UTC) - started > DIGEST_GRACE,
+        ))
+        # Group subscriptions follow the people who made them: getChatMember at least daily (no Planfix request).
+        detection.jobs.append(BackgroundJob(
+            "makers", lambda: makers.check_makers(chat, bot), interval=lambda: makers.JOB_EVERY,
+            health=detection.health, budget=detection.budget, lock=asyncio.Lock(), uses_planfix=False,
         ))
         return cls(settings, store, client, bot, poller, sender, dispatcher, detection=detection)
 

@@ -124,3 +124,21 @@ def m004_chat_prefs(db: Database) -> None:
         "fetched_at REAL NOT NULL, actions TEXT NOT NULL)"
     )
     db.execute("CREATE INDEX IF NOT EXISTS seen_actions_task ON seen_actions (task_id, action_id)")
+
+
+@migrations()
+def m008_group_makers(db: Database) -> None:
+    """Issue 11: the standing of each person who made a group's subscription or follow — still linked, still in
+    the group, still its administrator? — checked from chat_member updates and at least daily; when they no
+    longer qualify their subscriptions there are suspended and the group is told once (`told`)."""
+    db.execute(
+        """CREATE TABLE IF NOT EXISTS chat_makers (
+            chat_id INTEGER NOT NULL,
+            user_id INTEGER NOT NULL,
+            suspended INTEGER NOT NULL DEFAULT 0,
+            reason TEXT,
+            checked_at REAL,
+            told INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (chat_id, user_id)
+        )"""
+    )
