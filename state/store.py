@@ -59,7 +59,7 @@ class Store:
             return cls._open(path)
         except sqlite3.DatabaseError as exc:
             # Restarting cannot repair a damaged file: say once what it is and what to do (issue 11, item 3).
-            text = str(exc)
+            text = " ".join(str(exc).split())  # one line: quick_check reports span several
             if "not a database" in text or "malformed" in text:
                 raise StateFileError(path, f"damaged or not a planfix-bot state file ({text})", _RESTORE) from None
             raise StateFileError(path, f"cannot be used ({text})", "check state.path and the file's owner and "
@@ -76,6 +76,10 @@ class Store:
                 db.enable_wal()
             db.execute("PRAGMA foreign_keys = ON")
             db.execute("PRAGMA synchronous = NORMAL")
+            # Damage deep inside the file would otherwise surface only at some later poll's commit, over and over.
+            problem = db.execute("PRAGMA quick_check(1)").fetchone()[0]
+            if problem != "ok":
+                raise sqlite3.DatabaseError(f"database disk image is malformed: {problem}")
             migrations.apply(db)
         except BaseException:
             conn.close()

@@ -56,6 +56,29 @@ def test_a_damaged_state_file_is_one_line_and_exit_3(tmp_path):
     assert str(state) in line and "not a database" in line and "backup" in line, line
 
 
+def test_damage_inside_a_real_state_file_is_found_at_start(tmp_path):
+    """A state file whose header is fine but whose pages are damaged is caught by the start-up check, not by
+    every later commit: the same one line and exit 3."""
+    from state.store import Store
+
+    state = tmp_path / "state.sqlite3"
+    store = Store.open(state)
+    with store.db.atomic():
+        for task_id in range(300):
+            store.db.execute("INSERT INTO tasks (task_id, revision, data, updated_at) VALUES (?, 1, ?, 'x')",
+                             [task_id, "y" * 400])
+    store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    store.close()
+    data = bytearray(state.read_bytes())
+    for i in range(len(data) - 4 * 4096, len(data), 7):  # the last pages: task rows, not the schema
+        data[i] = 0xAB
+    state.write_bytes(data)
+    proc = _run(write_config(tmp_path / "c.toml", _config(tmp_path)))
+    assert proc.returncode == EXIT_STATE
+    line = _one_line(proc)
+    assert str(state) in line and "malformed" in line and "backup" in line, line
+
+
 def test_a_secret_file_that_is_not_utf8_is_a_config_error(tmp_path):
     """A secret file in another encoding is a config error (exit 2) naming the key and the file."""
     secret = tmp_path / "telegram_token"
