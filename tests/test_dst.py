@@ -25,7 +25,7 @@ def _utc(*args: int) -> datetime:
 
 
 @pytest.mark.parametrize(("moment", "earliest", "wall", "reason"), [
-    (_utc(0, 30, 40), True, "01:59", Covered.WIDENED),         # first 02:30 (CEST): the second one is later
+    (_utc(0, 30, 40), True, "01:59", Covered.WIDENED),         # first 02:30 (CEST): read as the second, an hour late
     (_utc(0, 30, 40), False, "02:30", Covered.EXACT),
     (_utc(1, 30, 40), True, "02:30", Covered.EXACT),           # second 02:30 (CET): the first one is earlier
     (_utc(1, 30, 40), False, "03:00", Covered.WIDENED),        # …but as an upper bound it may read an hour early
