@@ -57,9 +57,9 @@ def test_a_damaged_state_file_is_one_line_and_exit_3(tmp_path):
 
 
 def test_damage_inside_a_real_state_file_is_found_at_start(tmp_path):
-    """A state file whose header is fine but whose pages are damaged is caught by the start-up check, not by
-    every later commit: the same one line and exit 3."""
-    from state.store import Store
+    """A state file whose header is fine but whose pages are damaged is caught when it is opened (quick_check),
+    not by every later commit: the same one-line StateFileError that `run` turns into exit 3."""
+    from state.store import StateFileError, Store
 
     state = tmp_path / "state.sqlite3"
     store = Store.open(state)
@@ -73,10 +73,10 @@ def test_damage_inside_a_real_state_file_is_found_at_start(tmp_path):
     for i in range(len(data) - 4 * 4096, len(data), 7):  # the last pages: task rows, not the schema
         data[i] = 0xAB
     state.write_bytes(data)
-    proc = _run(write_config(tmp_path / "c.toml", _config(tmp_path)))
-    assert proc.returncode == EXIT_STATE
-    line = _one_line(proc)
-    assert str(state) in line and "malformed" in line and "backup" in line, line
+    with pytest.raises(StateFileError) as info:
+        Store.open(state)
+    line = str(info.value)
+    assert "\n" not in line and str(state) in line and "malformed" in line and "backup" in line, line
 
 
 def test_a_secret_file_that_is_not_utf8_is_a_config_error(tmp_path):
@@ -94,13 +94,23 @@ def test_a_secret_file_that_is_not_utf8_is_a_config_error(tmp_path):
 @pytest.mark.parametrize(("overrides", "key"), [
     ({"routes": [{"chat_id": -100}, {"chat_id": 2**64}]}, "routes[2].chat_id"),
     ({"users": [{"telegram_id": 2**63, "planfix_id": 5}]}, "users[1].telegram_id"),
+    ({"telegram": {"token": BOT_TOKEN, "admin_ids": [1, -(2**60)]}}, "telegram.admin_ids[2]"),
 ])
-def test_ids_outside_telegrams_range_are_refused(tmp_path, overrides, key):
+def test_ids_outside_telegrams_range_are_refused(tmp_path, capsys, overrides, key):
     """A chat id of 2^64 (or any id past Telegram's 52 bits) would make every commit of the state fail with
-    OverflowError; the config refuses it with exit 2 naming the key."""
-    proc = _run(write_config(tmp_path / "c.toml", _config(tmp_path, **overrides)))
-    assert proc.returncode == EXIT_CONFIG
-    assert _one_line(proc).startswith(f"planfix-bot: config error: {key}: ")
+    OverflowError; the config refuses it with exit 2 naming the key (`main` in-process; a subprocess run of
+    the same path is test_a_secret_file_that_is_not_utf8_is_a_config_error)."""
+    from bot.cli import main
+
+    previous = signal.getsignal(signal.SIGTERM)  # `run` installs its start-up handler
+    try:
+        with pytest.raises(SystemExit) as info:
+            main(["run", "--config", str(write_config(tmp_path / "c.toml", _config(tmp_path, **overrides)))])
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert info.value.code == EXIT_CONFIG
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"planfix-bot: config error: {key}: "), line
 
 
 @pytest.mark.parametrize("unit", UNITS, ids=lambda p: p.name)
