@@ -20,6 +20,7 @@ from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from bot import logs, metrics
+from bot.chat import makers
 from bot.chat.allowance import Allowance
 from bot.chat.audience import ChatAudience
 from bot.chat.commands import ChatContext, build_router, set_bot_commands
@@ -148,6 +149,12 @@ class Daemon:
             "prune", prune_step, interval=lambda: PRUNE_EVERY, health=detection.health, budget=detection.budget,
             lock=asyncio.Lock(), uses_planfix=False, store_health=store.health,
         ))
+        # Group subscriptions follow the people who made them: getChatMember at least daily (no Planfix request).
+        detection.jobs.append(BackgroundJob(
+            "makers", lambda: makers.check_makers(chat, bot), interval=lambda: makers.JOB_EVERY,
+            health=detection.health, budget=detection.budget, lock=asyncio.Lock(), uses_planfix=False,
+            store_health=store.health,
+        ))
         return cls(settings, store, client, bot, poller, sender, dispatcher, detection=detection)
 
     async def poll_job(self) -> None:
@@ -175,7 +182,9 @@ class Daemon:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 60.0)
 
-    async def run(self, stop: asyncio.Event) -> None:
+    async def run(self, stop: asyncio.Event, *, reloaded: bool = False) -> None:
+        """Run until `stop`; `reloaded`: this generation replaces one after SIGHUP (READY=1 at once, not after
+        the first poll, so that a reload never waits for Planfix)."""
         interval = self.settings.poll.interval_seconds
         # Every background job (feed poll, sweep, deadline checks, digests) runs on one APScheduler scheduler;
         # each decides its own next run (adaptive interval, back-off) and never runs twice at once.
@@ -185,7 +194,7 @@ class Daemon:
         self.scheduler.start()
         sender_task = asyncio.create_task(self.sender.run(), name="sender")
         chat_task = asyncio.create_task(self._run_chat(), name="chat")
-        heartbeat = asyncio.create_task(self._service_heartbeat(SystemdNotifier()), name="heartbeat")
+        heartbeat = asyncio.create_task(self._service_heartbeat(SystemdNotifier(), ready=reloaded), name="heartbeat")
         metrics_runner = await self._serve_metrics()
         log.info("daemon.started", interval=interval, routes=len(self.settings.routes), users=len(self.settings.users))
         try:
@@ -267,13 +276,14 @@ class Daemon:
         pending = self.store.pending_count()
         return f"{polled}; {pending} messages queued; {self.sender.sent} sent, {self.sender.failed} failed"
 
-    async def _service_heartbeat(self, notifier: SystemdNotifier) -> None:
-        """READY=1 after the first successful poll, then STATUS= and WATCHDOG=1 from the event loop, so that
-        a blocked loop stops the pings and systemd restarts the service."""
+    async def _service_heartbeat(self, notifier: SystemdNotifier, *, ready: bool = False) -> None:
+        """READY=1 after the first successful poll (at once after a reload), then STATUS= and WATCHDOG=1 from
+        the event loop, so that a blocked loop stops the pings and systemd restarts the service."""
         if not notifier.enabled:
             return
         period = min(5.0, (notifier.watchdog_seconds or 10.0) / 2)
-        ready = False
+        if ready:
+            notifier.ready(f"configuration reloaded; {self.health_line()}")
         while True:
             if not ready and self.poller.last_success is not None:
                 ready = notifier.ready(self.health_line())
@@ -300,22 +310,29 @@ def store_problem(store: Store) -> str | None:
             "by themselves")
 
 
-def reload_settings(current: Settings, config_path: str | Path | None) -> Settings | None:
-    """The config file re-read for SIGHUP, or None (logged) when it must be refused and the old one kept."""
+@dataclass(frozen=True)
+class ReloadOutcome:
+    """What a SIGHUP came to: the new settings, or None and why the running ones are kept."""
+
+    settings: Settings | None
+    reason: str = ""
+
+
+def reload_settings(current: Settings, config_path: str | Path | None) -> ReloadOutcome:
+    """The config file re-read for SIGHUP; refused (logged, with the reason) when the old one must be kept."""
     if config_path is None:
         log.warning("config.reload_ignored", reason="the daemon was not started from a config file")
-        return None
+        return ReloadOutcome(None, "not started from a config file")
     try:
         new = load_settings(config_path)
     except ConfigError as exc:
         log.error("config.reload_refused", error=str(exc), keeping="the running configuration")
-        SystemdNotifier().status(f"reload refused: {exc}")
-        return None
+        return ReloadOutcome(None, str(exc))
     if new.state.path != current.state.path:
-        log.error("config.reload_refused", error="state.path cannot change while running; restart the service",
-                  keeping="the running configuration")
-        return None
-    return new
+        reason = "state.path cannot change while running; restart the service"
+        log.error("config.reload_refused", error=reason, keeping="the running configuration")
+        return ReloadOutcome(None, reason)
+    return ReloadOutcome(new)
 
 
 async def run_daemon(settings: Settings, *, config_path: str | Path | None = None, stop: asyncio.Event | None = None,
@@ -333,11 +350,16 @@ async def run_daemon(settings: Settings, *, config_path: str | Path | None = Non
     replacement: list[Settings] = []
 
     def on_reload() -> None:
-        SystemdNotifier().reloading()
-        new = reload_settings(settings if not replacement else replacement[-1], config_path)
-        if new is not None:
-            replacement[:] = [new]
-            generation_over.set()
+        # sd_notify(3): RELOADING=1 (with MONOTONIC_USEC) starts a reload and READY=1 must end it, refused or
+        # not — else `systemctl reload` waits for its timeout. A good file's READY=1 follows the rebuild below.
+        notifier = SystemdNotifier()
+        notifier.reloading()
+        outcome = reload_settings(settings if not replacement else replacement[-1], config_path)
+        if outcome.settings is None:
+            notifier.ready(f"reload refused, running configuration kept: {outcome.reason}")
+            return
+        replacement[:] = [outcome.settings]
+        generation_over.set()
 
     with contextlib.suppress(NotImplementedError, RuntimeError):
         loop.add_signal_handler(signal.SIGHUP, on_reload)
@@ -348,13 +370,15 @@ async def run_daemon(settings: Settings, *, config_path: str | Path | None = Non
         generation_over.set()
 
     relay = asyncio.create_task(relay_stop())
+    reloaded = False
     try:
         while True:
             generation_over.clear()
             daemon = Daemon.build(settings)
             if started:
                 await started(daemon)
-            await daemon.run(generation_over)
+            await daemon.run(generation_over, reloaded=reloaded)
+            reloaded = True
             if stop.is_set():
                 return 0
             settings = replacement.pop()

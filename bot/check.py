@@ -23,6 +23,7 @@ from bot.config import Settings
 from bot.planfix.client import PlanfixClient
 from bot.planfix.errors import ENDPOINTS, PlanfixEndpointError, PlanfixError
 from bot.planfix.models import User
+from bot.redact import redact
 from bot.watch.jobs import fix_hint
 
 AUTH_CODES = {"0001", "0005", "0012", "1001", "1002", "0013", "0014"}
@@ -211,7 +212,7 @@ async def run_check(settings: Settings, out: Callable[[str], None] = print) -> i
         await client.aclose()
     lines.append(await check_telegram(settings))
     for line in lines:
-        out(str(line))
+        out(redact(str(line)))  # error texts from libraries can carry the bot token in a URL
     failed = [line for line in lines if line.status == "FAIL"]
     out(f"{len(failed)} check(s) failed" if failed else "all checks passed")
     return 1 if failed else 0

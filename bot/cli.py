@@ -12,6 +12,7 @@ from bot import __version__
 from bot.config import ConfigError, Settings, load_settings
 
 EXIT_CONFIG = 2
+EXIT_STATE = 3  # the state file cannot be used; like 2, the systemd unit does not restart on it
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,7 +20,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="planfix-bot",
         description="Watch a Planfix account and tell Telegram chats when tasks change "
         "(status, deadline, overdue, reminders); answer chat commands such as /task, /my and /find.",
-        epilog="A config error exits with status 2 and one line naming the key. See config.example.toml.",
+        epilog="A config error exits with status 2 and one line naming the key; a damaged state file exits with "
+        "status 3 and one line saying how to restore it. See config.example.toml.",
     )
     parser.add_argument("--version", action="version", version=f"planfix-bot {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -27,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
         "run", help="run the daemon in the foreground until SIGTERM/SIGINT; SIGHUP reloads the config",
         description="Run the daemon in the foreground. SIGTERM/SIGINT stop it cleanly (exit 0); SIGHUP re-reads the "
         "config (a bad file is refused and the running config kept). Exit 2: config error or another instance "
-        "already uses the state file.")
+        "already uses the state file. Exit 3: the state file is damaged or unusable (restore it from a backup).")
     run.add_argument("--config", required=True, metavar="PATH", help="TOML configuration file")
     check = commands.add_parser("check", help="validate the config, reach Planfix and Telegram, report")
     check.add_argument("--config", required=True, metavar="PATH", help="TOML configuration file")
@@ -82,8 +84,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"planfix-bot: config error: state.path: cannot create {str(settings.state.path)!r}: {exc.strerror}",
               file=sys.stderr)
         return EXIT_CONFIG
+    from state.store import StateFileError
+
     try:
         return asyncio.run(run_daemon(settings, config_path=args.config))
+    except StateFileError as exc:
+        print(f"planfix-bot: state file error: {exc}", file=sys.stderr)
+        return EXIT_STATE
     finally:
         lock.release()
 

@@ -7,11 +7,20 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from bot.events import EVENT_KINDS
 
@@ -19,6 +28,27 @@ DEFAULT_STATE_PATH = "/var/lib/planfix-bot/state.sqlite3"
 _QUIET_HOURS = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]):([0-5]\d)$")
 _LEAD = re.compile(r"^\d{1,5}[mhd]$")  # poll.remind_before entries: "30m", "24h", "2d"
 _CLOCK = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")  # digest_at: "09:00"
+
+
+# Telegram ids "have at most 52 significant bits" (Bot API, Chat.id). A larger one is a typo, and one past
+# SQLite's 64-bit integers would make every commit of the state file fail with OverflowError.
+TELEGRAM_ID_LIMIT = 2**52
+
+
+def _telegram_id(value: int) -> int:
+    if value == 0 or not -TELEGRAM_ID_LIMIT < value < TELEGRAM_ID_LIMIT:
+        raise ValueError(f"{value} is not a Telegram id (non-zero, at most 52 bits); /start in the chat shows its id")
+    return value
+
+
+def _planfix_id(value: int) -> int:
+    if not 0 < value < 2**53:
+        raise ValueError(f"{value} is not a Planfix id (a positive number, as Planfix shows it)")
+    return value
+
+
+TelegramId = Annotated[int, AfterValidator(_telegram_id)]
+PlanfixId = Annotated[int, AfterValidator(_planfix_id)]
 
 
 def _clock_time(value: str | None) -> str | None:
@@ -100,7 +130,7 @@ class PlanfixSettings(_Section):
 class TelegramSettings(_Section):
     token: SecretStr
     api_base: str = "https://api.telegram.org"
-    admin_ids: list[int] = []
+    admin_ids: list[TelegramId] = []
 
     @field_validator("api_base")
     @classmethod
@@ -181,8 +211,8 @@ class LoggingSettings(_Section):
 
 
 class UserLink(_Section):
-    telegram_id: int
-    planfix_id: int
+    telegram_id: TelegramId
+    planfix_id: PlanfixId
     digest_at: str | None = None  # "09:00": a daily digest (due today + overdue) in the user's private chat
     timezone: str | None = None  # the user's IANA zone for digest_at and dates in commands; default: display zone
 
@@ -197,10 +227,10 @@ class UserLink(_Section):
 
 
 class Route(_Section):
-    chat_id: int
+    chat_id: TelegramId
     # "reminder" (poll.remind_before) is opt-in per route; linked users get reminders about their tasks anyway.
     events: list[Literal["status", "deadline", "overdue", "reminder"]] = list(EVENT_KINDS)
-    projects: list[int] = []
+    projects: list[PlanfixId] = []
     quiet_hours: str | None = None
     timezone: str | None = None  # quiet_hours are read in this zone; default: the display zone
     urgent_bypasses_quiet_hours: bool = False  # HIGH-importance tasks are delivered even inside quiet_hours
@@ -317,6 +347,8 @@ def _read_secret_file(key: str, value: Any, environ: dict[str, str], base_dir: P
         secret = path.read_text(encoding="utf-8").strip()
     except OSError as exc:
         raise ConfigError(key, f"cannot read {str(path)!r}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(key, f"file {str(path)!r} is not UTF-8 text; write the secret into it as plain text") from None
     if not secret:
         raise ConfigError(key, f"file {str(path)!r} is empty")
     return secret

@@ -4,33 +4,31 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import sys
 from collections.abc import Iterable
 from typing import Any
 
 import structlog
 
-# Telegram bot tokens can appear inside URLs (…/bot123:ABC/sendMessage) logged by libraries.
-_BOT_TOKEN = re.compile(r"\b\d{5,}:[A-Za-z0-9_-]{20,}\b")
+from bot import redact as redaction
 
 
 class SecretScrubber:
-    """A structlog processor (and stdlib filter) that replaces every known secret with `***`."""
+    """A structlog processor (and stdlib filter) that replaces every known secret with `***` (bot/redact.py)."""
 
     def __init__(self, secrets: Iterable[str] = ()):
-        self.secrets: list[str] = []
-        self.update(secrets)
+        if secrets:
+            self.update(secrets)
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        return redaction.known.values
 
     def update(self, secrets: Iterable[str]) -> None:
-        # Longest first, so that a secret containing another is replaced whole.
-        self.secrets = sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True)
+        redaction.known.update(secrets)
 
     def scrub(self, text: str) -> str:
-        for secret in self.secrets:
-            if secret in text:
-                text = text.replace(secret, "***")
-        return _BOT_TOKEN.sub("***", text)
+        return redaction.redact(text)
 
     def _clean(self, value: Any) -> Any:
         if isinstance(value, str):

@@ -155,3 +155,21 @@ def m007_history_pruning(db: Database) -> None:
     db.execute("CREATE INDEX IF NOT EXISTS outbox_event ON outbox (event_key)")
     db.execute("CREATE INDEX IF NOT EXISTS outbox_settled ON outbox (delivered_at) WHERE status <> 'pending'")
     db.execute("CREATE INDEX IF NOT EXISTS events_created ON events (created_at)")
+
+
+@migrations()
+def m008_group_makers(db: Database) -> None:
+    """Issue 11: the standing of each person who made a group's subscription or follow — still linked, still in
+    the group, still its administrator? — checked from chat_member updates and at least daily; when they no
+    longer qualify their subscriptions there are suspended and the group is told once (`told`)."""
+    db.execute(
+        """CREATE TABLE IF NOT EXISTS chat_makers (
+            chat_id INTEGER NOT NULL,
+            user_id INTEGER NOT NULL,
+            suspended INTEGER NOT NULL DEFAULT 0,
+            reason TEXT,
+            checked_at REAL,
+            told INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (chat_id, user_id)
+        )"""
+    )

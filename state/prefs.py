@@ -209,9 +209,60 @@ class Prefs:
     def adopt(self, old_chat_id: int, new_chat_id: int) -> None:
         """A group became a supergroup: its preferences move to the new chat id (the new id's own ones win)."""
         with self.db.atomic():
-            for table in ("chat_settings", "chat_subscriptions", "chat_follows", "chat_snoozes", "chat_digests"):
+            for table in ("chat_settings", "chat_subscriptions", "chat_follows", "chat_snoozes", "chat_digests",
+                          "chat_makers"):
                 self.db.execute(f"UPDATE OR IGNORE {table} SET chat_id = ? WHERE chat_id = ?", [new_chat_id, old_chat_id])
                 self.db.execute(f"DELETE FROM {table} WHERE chat_id = ?", [old_chat_id])
+
+    # -- the people who made a group's subscriptions and follows (issue 11) -------------------------------------
+
+    def group_makers(self, chat_id: int | None = None) -> list[tuple[int, int]]:
+        """(group chat, person) for everyone who made a subscription or follow in a group (chat id < 0)."""
+        where, params = ("chat_id = ?", [chat_id]) if chat_id is not None else ("chat_id < 0", [])
+        rows = self.db.execute(
+            f"SELECT chat_id, created_by FROM chat_subscriptions WHERE {where} "
+            f"UNION SELECT chat_id, created_by FROM chat_follows WHERE {where} ORDER BY 1, 2",
+            params * 2,
+        )
+        return [(r[0], r[1]) for r in rows]
+
+    def maker_checked_at(self, chat_id: int, user_id: int) -> datetime | None:
+        row = self.db.execute(
+            "SELECT checked_at FROM chat_makers WHERE chat_id = ? AND user_id = ?", [chat_id, user_id]
+        ).fetchone()
+        return _when(row[0]) if row else None
+
+    def record_maker(self, chat_id: int, user_id: int, *, qualifies: bool, reason: str, now: datetime) -> str:
+        """Store a maker's standing; returns "suspended" or "resumed" when that changed, else "unchanged"."""
+        with self.db.atomic():
+            row = self.db.execute(
+                "SELECT suspended FROM chat_makers WHERE chat_id = ? AND user_id = ?", [chat_id, user_id]
+            ).fetchone()
+            was_suspended = bool(row and row[0])
+            self.db.execute(
+                "INSERT INTO chat_makers (chat_id, user_id, suspended, reason, checked_at, told) "
+                "VALUES (?, ?, ?, ?, ?, 0) ON CONFLICT(chat_id, user_id) DO UPDATE SET "
+                "suspended = excluded.suspended, reason = excluded.reason, checked_at = excluded.checked_at, "
+                "told = CASE WHEN chat_makers.suspended = excluded.suspended THEN chat_makers.told ELSE 0 END",
+                [chat_id, user_id, 0 if qualifies else 1, reason, _ts(now)],
+            )
+        if was_suspended == (not qualifies):
+            return "unchanged"
+        return "resumed" if qualifies else "suspended"
+
+    def suspended_makers(self) -> set[tuple[int, int]]:
+        return {(r[0], r[1]) for r in self.db.execute("SELECT chat_id, user_id FROM chat_makers WHERE suspended = 1")}
+
+    def untold_suspensions(self) -> list[tuple[int, int, str]]:
+        """Suspensions the group has not been told about yet: (chat, person, reason)."""
+        rows = self.db.execute(
+            "SELECT chat_id, user_id, reason FROM chat_makers WHERE suspended = 1 AND told = 0 ORDER BY 1, 2"
+        )
+        return [(r[0], r[1], r[2] or "") for r in rows]
+
+    def mark_told(self, chat_id: int, user_id: int) -> None:
+        with self.db.atomic():
+            self.db.execute("UPDATE chat_makers SET told = 1 WHERE chat_id = ? AND user_id = ?", [chat_id, user_id])
 
     # -- daily digest ------------------------------------------------------------------------------------------
 

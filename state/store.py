@@ -14,6 +14,7 @@ from typing import Any
 import sqlite_utils
 import structlog
 
+from bot.redact import redact
 from state.health import StoreHealth, is_write_failure
 from state.migrations import migrations
 from state.reasons import failure_reason
@@ -26,6 +27,18 @@ SUPERSEDED = "superseded"  # a migrated chat's row whose twin was already queued
 
 log = structlog.get_logger(__name__)
 _RESTRICTED_KEY = "chat_restricted_since:"
+
+
+class StateFileError(Exception):
+    """The state file cannot be used at all (not a database, damaged, unreadable): a person must act."""
+
+    def __init__(self, path: Path, problem: str, fix: str):
+        super().__init__(f"{path}: {problem}; {fix}")
+        self.path, self.problem, self.fix = path, problem, fix
+
+
+_RESTORE = ("stop the service, copy your latest backup over it (remove any -wal/-shm files next to it) and "
+            "start it again (README: Backup); or move it away to start from scratch, which announces nothing old")
 
 
 def _ts(moment: datetime) -> float:
@@ -48,18 +61,39 @@ class Store:
 
     @classmethod
     def open(cls, path: str | Path) -> Store:
+        """Open (creating and migrating as needed) the state file; StateFileError if it cannot be used."""
         path = Path(path)
+        try:
+            return cls._open(path)
+        except sqlite3.DatabaseError as exc:
+            # Restarting cannot repair a damaged file: say once what it is and what to do (issue 11, item 3).
+            text = " ".join(str(exc).split())  # one line: quick_check reports span several
+            if "not a database" in text or "malformed" in text:
+                raise StateFileError(path, f"damaged or not a planfix-bot state file ({text})", _RESTORE) from None
+            raise StateFileError(path, f"cannot be used ({text})", "check state.path and the file's owner and "
+                                 "permissions") from None
+
+    @classmethod
+    def _open(cls, path: Path) -> Store:
         if str(path) != ":memory:":
             path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(str(path), isolation_level=None, timeout=10)
         db = sqlite_utils.Database(conn)
-        if not db.table_names():  # a new file: free pages go back to the disk (set before anything is written)
-            db.execute("PRAGMA auto_vacuum = INCREMENTAL")
-        if str(path) != ":memory:":
-            db.enable_wal()
-        db.execute("PRAGMA foreign_keys = ON")
-        db.execute("PRAGMA synchronous = NORMAL")
-        migrations.apply(db)
+        try:
+            if not db.table_names():  # a new file: free pages go back to the disk (set before anything is written)
+                db.execute("PRAGMA auto_vacuum = INCREMENTAL")
+            if str(path) != ":memory:":
+                db.enable_wal()
+            db.execute("PRAGMA foreign_keys = ON")
+            db.execute("PRAGMA synchronous = NORMAL")
+            # Damage deep inside the file would otherwise surface only at some later poll's commit, over and over.
+            problem = db.execute("PRAGMA quick_check(1)").fetchone()[0]
+            if problem != "ok":
+                raise sqlite3.DatabaseError(f"database disk image is malformed: {problem}")
+            migrations.apply(db)
+        except BaseException:
+            conn.close()
+            raise
         return cls(db=db, path=path)
 
     def close(self) -> None:
@@ -246,7 +280,7 @@ class Store:
         with self._atomic():
             self.db.execute(
                 "UPDATE outbox SET not_before = ?, last_error = ?, attempts = attempts + ? WHERE id = ?",
-                [_ts(not_before), reason, 1 if count_attempt else 0, row_id],
+                [_ts(not_before), redact(reason), 1 if count_attempt else 0, row_id],
             )
 
     def mark_failed(self, row_id: int, reason: str, now: datetime) -> None:
@@ -254,7 +288,7 @@ class Store:
             failed = self.db.execute(
                 "UPDATE outbox SET status = ?, last_error = ?, delivered_at = ?, attempts = attempts + 1 "
                 "WHERE id = ? AND status = ?",
-                [FAILED, reason, _iso(now), row_id, PENDING],
+                [FAILED, redact(reason), _iso(now), row_id, PENDING],
             ).rowcount
             self._count("failed", failure_reason(reason), failed)
 
@@ -374,7 +408,7 @@ class Store:
                 "INSERT INTO chats (chat_id, active, reason, updated_at) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT(chat_id) DO UPDATE SET active = excluded.active, reason = excluded.reason, "
                 "updated_at = excluded.updated_at",
-                [chat_id, 1 if active else 0, reason, _iso(now)],
+                [chat_id, 1 if active else 0, redact(reason) if reason else reason, _iso(now)],
             )
             return before is not None or not active
 
@@ -540,7 +574,7 @@ class Store:
             failed = self.db.execute(
                 "UPDATE outbox SET status = ?, last_error = ?, delivered_at = ?, attempts = attempts + 1 "
                 "WHERE chat_id = ? AND status = ?",
-                [FAILED, reason, _iso(now), chat_id, PENDING],
+                [FAILED, redact(reason), _iso(now), chat_id, PENDING],
             ).rowcount
             self._count("failed", failure_reason(reason), failed)
             return failed

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any, Protocol
 
 import structlog
@@ -81,6 +82,35 @@ async def may_change_chat(bot: Bot, chat: Chat, viewer: Viewer) -> bool:
         log.warning("chat.admin_check_failed", chat=chat.id, user=viewer.telegram_id, error=str(exc))
         return False
     return member.status in ("creator", "administrator")
+
+
+class Standing(Enum):
+    """Whether the person who made a group's subscription or follow still qualifies to have it, and why not."""
+
+    QUALIFIES = "qualifies"
+    UNLINKED = "unlinked"  # no longer in [[users]] nor telegram.admin_ids
+    LEFT = "left"  # left the group or was removed from it
+    NOT_ADMIN = "not_admin"  # still in the group, no longer its administrator (bot admins need not be)
+
+    @property
+    def qualifies(self) -> bool:
+        return self is Standing.QUALIFIES
+
+
+IN_GROUP = frozenset({"creator", "administrator", "member", "restricted"})
+GROUP_ADMIN = frozenset({"creator", "administrator"})
+
+
+def maker_standing(viewer: Viewer | None, member_status: str, *, is_member: bool = True) -> Standing:
+    """A maker's standing from what Telegram says of them in the group (ChatMember status; a restricted member
+    may have left: `is_member`). The same rule as `may_change_chat`, plus: they must still be in the group."""
+    if viewer is None:
+        return Standing.UNLINKED
+    if member_status not in IN_GROUP or (member_status == "restricted" and not is_member):
+        return Standing.LEFT
+    if viewer.is_admin or member_status in GROUP_ADMIN:
+        return Standing.QUALIFIES
+    return Standing.NOT_ADMIN
 
 
 class AccessMiddleware(BaseMiddleware):

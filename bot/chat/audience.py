@@ -1,8 +1,9 @@
 """Who else hears about an event because a chat asked (subscriptions, follows), and how long a chat's mute or a
 task's snooze holds it back. Plugged into routing (bot/notify/routing.py `Audience`) by bot/app.py.
 
-A subscription or follow delivers an event only if the person who made it may still see the task (`may_see`);
-in a private chat the chat's owner must also see it, and is never told about their own change.
+A subscription or follow delivers an event only if the person who made it may still see the task (`may_see`)
+and, in a group, still qualifies there (bot/chat/makers.py); in a private chat the chat's owner must also see it,
+and is never told about their own change.
 """
 
 from __future__ import annotations
@@ -24,7 +25,10 @@ class ChatAudience:
     def _viewer(self, telegram_id: int):
         return viewer_for(telegram_id, users=self.settings.users, admin_ids=self.settings.telegram.admin_ids)
 
-    def may_hear(self, chat_id: int, created_by: int, event: Event) -> bool:
+    def may_hear(self, chat_id: int, created_by: int, event: Event,
+                 suspended: frozenset[tuple[int, int]] | set[tuple[int, int]] = frozenset()) -> bool:
+        if (chat_id, created_by) in suspended:
+            return False  # its maker left the group or lost its admin rights (bot/chat/makers.py)
         creator = self._viewer(created_by)
         if creator is None or not may_see(creator, event):
             return False
@@ -40,11 +44,12 @@ class ChatAudience:
         if event.kind in (DIGEST, DAILY):
             return []
         chats: list[int] = []
+        suspended = self.prefs.suspended_makers()
         for sub in self.prefs.subscriptions_for(event.project_id):
-            if event.kind in sub.kinds and self.may_hear(sub.chat_id, sub.created_by, event):
+            if event.kind in sub.kinds and self.may_hear(sub.chat_id, sub.created_by, event, suspended):
                 chats.append(sub.chat_id)
         for follow in self.prefs.followers(event.task_id):
-            if self.may_hear(follow.chat_id, follow.created_by, event):
+            if self.may_hear(follow.chat_id, follow.created_by, event, suspended):
                 chats.append(follow.chat_id)
         return list(dict.fromkeys(chats))
 

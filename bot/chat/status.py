@@ -14,6 +14,7 @@ from bot.chat.access import Viewer
 from bot.chat.context import ChatContext
 from bot.chat.texts import texts
 from bot.notify.render import escape, truncate
+from bot.redact import redact
 
 PROCESS_STARTED = datetime.now(UTC)  # this module is imported when the daemon starts
 INACTIVE_SHOWN = 20
@@ -63,7 +64,7 @@ def status_report(ctx: ChatContext, lang: str, chat_id: int) -> str:
         lines.append(escape(words["status_paused"].format(until=local(paused))))
     problem = ctx.problem()
     if problem:
-        lines.append(escape(words["status_problem"].format(problem=truncate(problem, 300))))
+        lines.append(escape(words["status_problem"].format(problem=truncate(redact(problem), 300))))
     pending = ctx.store.pending_count()
     oldest = ctx.store.oldest_pending_created()
     if pending and oldest is not None:
@@ -83,7 +84,7 @@ def status_report(ctx: ChatContext, lang: str, chat_id: int) -> str:
     else:
         lines.append(words["status_inactive"])
         for state in inactive[:INACTIVE_SHOWN]:
-            lines.append(f"• <code>{state.chat_id}</code> — {escape(truncate(state.reason or '?', 200))}")
+            lines.append(f"• <code>{state.chat_id}</code> — {escape(truncate(redact(state.reason or '?'), 200))}")
         if len(inactive) > INACTIVE_SHOWN:
             lines.append(f"… +{len(inactive) - INACTIVE_SHOWN}")
     return "\n".join(lines)

@@ -2,7 +2,8 @@
 
 Stored in the state file (state/prefs.py) and used by routing (bot/chat/audience.py). Each subscription and
 follow remembers who made it and never shows more than that person may see (`may_see`, checked for every event).
-In groups only the group's administrators and the bot's admins may change them.
+In groups only the group's administrators and the bot's admins may change them, and what they made there is
+suspended when they leave the group or lose its admin rights (bot/chat/makers.py).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from aiogram.types import Message
 from bot.chat.access import Viewer, may_change_or_refuse, may_see, sql_prefilter, viewer_for
 from bot.chat.context import ChatContext, PlanfixUnavailable
 from bot.chat.lookup import find_task
+from bot.chat.makers import note_made
 from bot.chat.tasks import parse_task_number
 from bot.chat.texts import texts
 from bot.chat.views import TaskView
@@ -56,6 +58,7 @@ async def cmd_follow(message: Message, command: CommandObject, chat: ChatContext
         await message.answer(words["not_found"].format(number=number))
         return
     new = chat.prefs.follow(message.chat.id, found.view.task_id, found.view.general, viewer.telegram_id, chat.clock())
+    note_made(chat, message.chat.id, viewer.telegram_id)
     log.info("chat.follow", chat=message.chat.id, task=number, follow=True, by=viewer.telegram_id)
     await message.answer(words["following" if new else "already_following"].format(number=number))
 
@@ -131,6 +134,7 @@ async def cmd_subscribe(message: Message, command: CommandObject, chat: ChatCont
     project_id, title = resolved
     kinds = kinds or list(EVENT_KINDS)
     chat.prefs.subscribe(message.chat.id, project_id, kinds, viewer.telegram_id, chat.clock())
+    note_made(chat, message.chat.id, viewer.telegram_id)
     log.info("chat.subscribed", chat=message.chat.id, project=project_id, kinds=kinds, by=viewer.telegram_id)
     await message.answer(words["subscribed"].format(what=_what(project_id, title, words), kinds=", ".join(kinds)))
 
@@ -156,6 +160,7 @@ async def cmd_subscriptions(message: Message, chat: ChatContext, viewer: Viewer,
     projects = visible_projects(chat, viewer)
     lines = [words["subs_header"]]
     subs = chat.prefs.subscriptions(chat_id)
+    suspended = chat.prefs.suspended_makers()
     if not subs:
         lines.append(escape(words["subs_none"]))
     for sub in subs:
@@ -163,6 +168,8 @@ async def cmd_subscriptions(message: Message, chat: ChatContext, viewer: Viewer,
         line = f"• {_what(sub.project_id, projects.get(sub.project_id, ''), words)}: {escape(', '.join(sub.kinds))}"
         if creator is None:
             line += escape(words["subs_inactive"])
+        elif (chat_id, sub.created_by) in suspended:
+            line += escape(words["subs_suspended"])
         lines.append(line)
     follows = chat.prefs.follows(chat_id)
     if follows:

@@ -92,6 +92,14 @@ TEXTS: dict[str, dict[str, str]] = {
         "subs_muted": "🔕 Сообщения отложены до {until}.",
         "subs_lang": "Язык чата: {lang}.",
         "not_chat_admin": "Менять это в группе могут только её администраторы.",
+        "maker_suspended": (
+            "⏸ Подписки и слежение, которые в этой группе оформил {who}, приостановлены: {why}. "
+            "Администратор группы может подписать её заново (/subscribe, /follow)."
+        ),
+        "maker_left": "он(а) больше не в группе",
+        "maker_not_admin": "он(а) больше не администратор группы",
+        "maker_unlinked": "он(а) больше не пользователь бота",
+        "subs_suspended": " (приостановлена: её автор больше не администратор этой группы)",
         "mute_usage": "Укажите срок: /mute 30m, /mute 2h, /mute 1d (не больше 30 дней).",
         "muted": "🔕 Сообщения в этот чат отложены до {until}. Ничего не потеряется; /unmute — вернуть сразу.",
         "unmuted": "🔔 Сообщения снова приходят сразу; отложенные уже в пути.",
@@ -214,6 +222,14 @@ TEXTS: dict[str, dict[str, str]] = {
         "subs_muted": "🔕 Messages are held until {until}.",
         "subs_lang": "This chat's language: {lang}.",
         "not_chat_admin": "Only the group's administrators may change this.",
+        "maker_suspended": (
+            "⏸ The subscriptions and follows {who} made in this group are paused: {why}. "
+            "A group administrator can set them up again (/subscribe, /follow)."
+        ),
+        "maker_left": "they are no longer in the group",
+        "maker_not_admin": "they are no longer an administrator of the group",
+        "maker_unlinked": "they no longer use the bot",
+        "subs_suspended": " (paused: its creator is no longer an administrator of this group)",
         "mute_usage": "Give a duration: /mute 30m, /mute 2h, /mute 1d (at most 30 days).",
         "muted": "🔕 Messages to this chat are held until {until}. Nothing is lost; /unmute ends it now.",
         "unmuted": "🔔 Messages arrive at once again; the held ones are on their way.",

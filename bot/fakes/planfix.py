@@ -606,6 +606,7 @@ class FakePlanfix(FakeAccount):
         self.list_duplicates = False
         self.list_total_off = 0
         self.past_end_code: str | None = None
+        self.ambiguous_fold = 0  # which reading of a repeated local hour a request date takes (see _date_param)
         self.url = ""
         self._injected: list[_Injected] = []
         self._runner: web.AppRunner | None = None
@@ -919,9 +920,12 @@ class FakePlanfix(FakeAccount):
         return task
 
     def _date_param(self, doc: Element, path: str, *, end_of_day: bool) -> datetime:
+        """A request date, a wall time in the API user's zone (PLANFIX-API.md §6.6). In the hour repeated when
+        clocks go back the text names two moments; Planfix (PHP) takes the first, as `ambiguous_fold = 0`
+        does — set 1 to check that a client copes with either reading. A skipped wall time moves forward."""
         raw = _required(doc, path)
         try:
-            return datetime.strptime(raw, DATETIME_FORMAT).replace(tzinfo=self.tz)
+            return datetime.strptime(raw, DATETIME_FORMAT).replace(tzinfo=self.tz, fold=self.ambiguous_fold)
         except ValueError:
             pass
         try:

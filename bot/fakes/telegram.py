@@ -147,7 +147,7 @@ class _Window:
 @dataclass
 class _Update:
     update_id: int
-    kind: str  # "message" | "callback_query"
+    kind: str  # "message" | "callback_query" | "chat_member"
     payload: dict[str, Any] = field(default_factory=dict)
 
     def to_api(self) -> dict[str, Any]:
@@ -182,6 +182,7 @@ class FakeTelegram:
         self.commands: dict[str, list[dict[str, Any]]] = {}  # json(scope)+language -> setMyCommands list
         self.chats: dict[int, dict[str, Any]] = {}  # what user_sends() taught the fake about chats
         self.chat_admins: dict[int, set[int]] = {}  # group chat id -> its administrators' user ids (getChatMember)
+        self._gone: dict[int, dict[int, str]] = {}  # group chat id -> user id -> "left" | "kicked"
         self._messages: dict[tuple[int, int], dict[str, Any]] = {}  # current Message objects
         self._message_ids: dict[int, itertools.count[int]] = {}
         self._update_ids = itertools.count(1)
@@ -325,6 +326,32 @@ class FakeTelegram:
         """Who getChatMember reports as administrators of a group (the first one as its creator)."""
         self.chat_admins[chat_id] = set(user_ids)
         self._creators[chat_id] = user_ids[0] if user_ids else 0
+
+    def set_member_status(self, chat_id: int, user_id: int, status: str, *, bot_is_admin: bool = True) -> int | None:
+        """A person's standing in a group changes ("creator", "administrator", "member", "left" or "kicked").
+        Telegram tells a bot about it with a chat_member update only when the bot administers the group (and asked
+        for them in allowed_updates); returns that update's id, or None when `bot_is_admin` is False."""
+        if status not in ("creator", "administrator", "member", "left", "kicked"):
+            raise ValueError(status)
+        old = self._member(chat_id, user_id)
+        admins = self.chat_admins.setdefault(chat_id, set())
+        gone = self._gone.setdefault(chat_id, {})
+        gone.pop(user_id, None)
+        if self._creators.get(chat_id) == user_id and status != "creator":
+            self._creators[chat_id] = 0
+        if status in ("creator", "administrator"):
+            admins.add(user_id)
+            if status == "creator":
+                self._creators[chat_id] = user_id
+        else:
+            admins.discard(user_id)
+            if status in ("left", "kicked"):
+                gone[user_id] = status
+        if not bot_is_admin:
+            return None
+        update = {"chat": self._chat(chat_id), "from": old["user"], "date": int(time.time()),
+                  "old_chat_member": old, "new_chat_member": self._member(chat_id, user_id)}
+        return self._queue("chat_member", update)
 
     def take_updates(self) -> list[dict[str, Any]]:
         """Remove and return the queued updates (as getUpdates would serve them), for tests that feed updates to
@@ -589,9 +616,18 @@ class FakeTelegram:
         user_id = params.get("user_id")
         if not isinstance(user_id, int):
             raise ApiError(400, "Bad Request: invalid user_id specified")
+        return self._member(chat_id, user_id)
+
+    def _member(self, chat_id: int, user_id: int) -> dict[str, Any]:
+        """A ChatMember object as getChatMember and chat_member updates show it."""
         user = {"id": user_id, "is_bot": False, "first_name": f"User {user_id}"}
         if chat_id > 0:  # a private chat: the other party is a plain member
             return {"status": "member", "user": user}
+        gone = self._gone.get(chat_id, {}).get(user_id)
+        if gone == "kicked":
+            return {"status": "kicked", "user": user, "until_date": 0}
+        if gone == "left":
+            return {"status": "left", "user": user}
         if self._creators.get(chat_id) == user_id:
             return {"status": "creator", "user": user, "is_anonymous": False}
         if user_id in self.chat_admins.get(chat_id, set()):

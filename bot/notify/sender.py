@@ -61,6 +61,7 @@ from aiolimiter import AsyncLimiter
 
 from bot.events import DIGEST, Event
 from bot.notify.planfix_html import truncate, utf16_len
+from bot.redact import redact
 from state.health import is_write_failure
 from state.records import OutboxItem
 from state.store import Store
@@ -806,6 +807,7 @@ class Sender:
 
     async def tell_admins(self, text: str) -> None:
         """Best effort, rate-limited like everything else: a problem report must never take the sender down."""
+        text = redact(text)  # notices quote Planfix and Telegram error texts: no secret may reach a chat
         for admin in self.admin_ids:
             try:
                 await self._pace(admin, urgent=True)
@@ -819,8 +821,8 @@ class Sender:
 
 
 def _reason(text: str) -> str:
-    """A Telegram or network error for an admin notice: one line, bounded, escaped."""
-    return html.escape(truncate(" ".join(text.split()), REASON_LIMIT))
+    """A Telegram or network error for an admin notice: redacted, then one line, bounded, escaped."""
+    return html.escape(truncate(" ".join(redact(text).split()), REASON_LIMIT))
 
 
 def _pack(notices: Sequence[str], limit: int) -> list[str]:

@@ -17,7 +17,7 @@ import structlog
 
 from bot import __version__
 from bot.planfix.budget import Budget
-from bot.planfix.dates import format_date, format_datetime
+from bot.planfix.dates import Covered, covering_wall_time, format_date, format_datetime, format_wall
 from bot.planfix.errors import (
     WRONG_ENDPOINT,
     PlanfixConfigError,
@@ -195,7 +195,7 @@ class PlanfixClient:
             try:
                 async with asyncio.timeout(self._timeout):
                     raw = await self._post(method, body)
-                response = parse_response(raw, method, token_mode=self._token_mode)
+                response = parse_response(raw, method, token_mode=self._token_mode, secrets=self._all_secrets())
             except PlanfixError as exc:
                 if isinstance(exc, PlanfixLimitError) and exc.code == "0007":
                     self.budget.note_limit_error()
@@ -372,7 +372,7 @@ class PlanfixClient:
         """
         if from_dt > to_dt:
             raise ValueError("from_dt is after to_dt")
-        params: list[Param] = [("fromDate", from_dt), ("toDate", to_dt), ("sort", "asc")]
+        params: list[Param] = [*window_params(from_dt, to_dt, self.api_timezone), ("sort", "asc")]
         if task_id is not None:
             params.append(("task", [("id", task_id)]))
         actions = await self._all_pages("action.getListByPeriod", params, self._action_page, page_size, max_pages)
@@ -459,6 +459,18 @@ def _append_params(parent: Element, params: Iterable[Param], tz: tzinfo) -> None
             _append_params(element, value, tz)
         else:
             element.text = param_text(value, tz)
+
+
+def window_params(from_dt: datetime, to_dt: datetime, tz: tzinfo) -> list[Param]:
+    """fromDate/toDate as local wall times in `tz`: an ambiguous one (the hour repeated when clocks go back)
+    is widened to cover both of its readings, since Planfix takes dates without an offset. The feed's overlap
+    and de-duplication by action id make the wider window harmless."""
+    start = covering_wall_time(from_dt, tz, earliest=True)
+    end = covering_wall_time(to_dt, tz, earliest=False)
+    if Covered.WIDENED in (start.reason, end.reason):
+        log.debug("planfix.window_widened", reason="ambiguous local time", from_=format_wall(start.wall),
+                  to=format_wall(end.wall))
+    return [("fromDate", format_wall(start.wall)), ("toDate", format_wall(end.wall))]
 
 
 def param_text(value: str | int | bool | date | datetime, tz: tzinfo) -> str:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, time, tzinfo
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
+from enum import Enum
 
 from bot.planfix.models import Deadline
 
@@ -73,6 +75,48 @@ def format_datetime(moment: datetime, tz: tzinfo) -> str:
     if moment.tzinfo is None or moment.utcoffset() is None:
         raise ValueError("naive datetime: Planfix dates need an aware datetime")
     return moment.astimezone(tz).strftime(DATETIME_FORMAT)
+
+
+class Covered(Enum):
+    EXACT = "exact"  # the moment's own wall minute reads the same whichever way the server resolves it
+    WIDENED = "widened"  # an ambiguous wall time (clocks went back) was moved outward to cover both readings
+
+
+@dataclass(frozen=True)
+class CoveringWallTime:
+    wall: datetime  # naive, minute resolution, in the zone asked for
+    reason: Covered
+
+
+def _readings(wall: datetime, tz: tzinfo) -> tuple[datetime, datetime]:
+    return tuple(wall.replace(tzinfo=tz, fold=fold).astimezone(UTC) for fold in (0, 1))  # type: ignore[return-value]
+
+
+def covering_wall_time(moment: datetime, tz: tzinfo, *, earliest: bool) -> CoveringWallTime:
+    """The local wall minute to send for one bound of a window so that the window covers `moment` however the
+    server reads an ambiguous wall time (in the hour repeated when clocks go back, "02:30" is two moments).
+
+    `earliest` (a from-bound): every reading is at or before `moment`'s minute; else (a to-bound) every reading
+    is at or after it. Only the repeated hour is widened, outward to its unambiguous edge."""
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError("naive datetime: Planfix dates need an aware datetime")
+    minute = moment.astimezone(UTC).replace(second=0, microsecond=0)
+    wall = minute.astimezone(tz).replace(tzinfo=None, fold=0)
+    step = timedelta(minutes=-1 if earliest else 1)
+    reason = Covered.EXACT
+    # A repeated hour is at most a few hours long anywhere (usually 1 h, 30 min on Lord Howe): a bounded walk.
+    for _ in range(24 * 60):
+        readings = _readings(wall, tz)
+        if (max(readings) <= minute) if earliest else (min(readings) >= minute):
+            return CoveringWallTime(wall, reason)
+        wall += step
+        reason = Covered.WIDENED
+    raise ValueError(f"no wall time in {tz} covers {moment.isoformat()}")
+
+
+def format_wall(wall: datetime) -> str:
+    """A naive local wall time → `dd-mm-yyyy hh:mm`."""
+    return wall.strftime(DATETIME_FORMAT)
 
 
 def format_date(day: date) -> str:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from bot.redact import redact
+
 
 class PlanfixError(Exception):
     """Base of every Planfix failure. `code` is the API error code (None for transport failures).
@@ -204,19 +206,15 @@ def error_for_code(
     *,
     message: str | None = None,
     token_mode: bool = True,
+    secrets: Iterable[str] = (),
 ) -> PlanfixError:
-    """Build the exception for an API error response; `message` is the optional `<message>` text from Planfix."""
+    """Build the exception for an API error response; `message` is the optional `<message>` text from Planfix,
+    redacted of `secrets` (and the process's known ones) before it is cut short."""
     text = f"Planfix error {code} ({describe(code)})"
     if method:
         text = f"{method}: {text}"
     if message:
         # Server text is free-form; keep it short so a verbose server cannot flood logs.
-        text = f"{text}: {message[:200]}"
+        # Redact first: a secret straddling the cut would otherwise leave its prefix behind.
+        text = f"{text}: {redact(message, secrets)[:200]}"
     return error_class(code, token_mode=token_mode)(text, code=code, method=method)
-
-
-def redact(text: str, secrets: Iterable[str]) -> str:
-    """Replace every occurrence of each non-empty secret in `text` with `***`."""
-    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
-        text = text.replace(secret, "***")
-    return text

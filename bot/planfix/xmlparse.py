@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import tzinfo
 from typing import TypeVar
 from xml.etree.ElementTree import Element  # the type only; parsing below goes through defusedxml
@@ -50,10 +50,13 @@ def parse_xml(body: bytes, method: str | None = None) -> Element:
         ) from None
 
 
-def parse_response(body: bytes, method: str | None = None, *, token_mode: bool = True) -> Element:
+def parse_response(
+    body: bytes, method: str | None = None, *, token_mode: bool = True, secrets: Iterable[str] = ()
+) -> Element:
     """The `<response>` element of an `ok` answer; raise the mapped PlanfixError for an `error` answer.
 
-    `token_mode` only decides what error 0012 means (bad token vs. missing session key).
+    `token_mode` only decides what error 0012 means (bad token vs. missing session key); `secrets` are
+    redacted from an error's server message before it is cut short.
     """
     root = parse_xml(body, method)
     if root.tag != "response":
@@ -65,7 +68,8 @@ def parse_response(body: bytes, method: str | None = None, *, token_mode: bool =
         code = text(root, "code")
         if not code:
             raise shape_error("error response without <code>", method)
-        raise error_for_code(code, method, message=text(root, "message") or None, token_mode=token_mode)
+        raise error_for_code(code, method, message=text(root, "message") or None, token_mode=token_mode,
+                             secrets=secrets)
     raise shape_error(f"response status is {status[:20]!r}", method)
 
 

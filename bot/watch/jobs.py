@@ -43,6 +43,7 @@ from bot.planfix.errors import (
     PlanfixLimitError,
     PlanfixRequestError,
 )
+from bot.redact import redact
 from bot.watch.poller import Poller, utc_now
 from state.health import StoreHealth, is_write_failure
 
@@ -107,7 +108,7 @@ class Health:
         if self.notify_admins is None:
             return
         try:
-            await self.notify_admins(text)
+            await self.notify_admins(redact(text))
         except Exception as exc:  # a failed notice must never take a job down
             log.warning("watch.admin_notice_failed", error=str(exc))
 
@@ -118,7 +119,7 @@ class Health:
         log.error("planfix.config_error", job=job, code=exc.code, http_status=exc.http_status, error=str(exc),
                   fix=fix_for(exc), effect="background polling stopped; commands still answered")
         await self.tell_admins(
-            f"⚠️ Planfix refuses the bot: {html.escape(str(exc))}.\nFix: {html.escape(fix_for(exc))}, then "
+            f"⚠️ Planfix refuses the bot: {html.escape(redact(str(exc)))}.\nFix: {html.escape(fix_for(exc))}, then "
             "restart the bot. Notifications are stopped until then; commands are still answered."
         )
 
