@@ -11,7 +11,7 @@ from aiogram.filters import Command, CommandStart
 from aiogram.types import BotCommand, CallbackQuery, Message
 
 from bot.chat import lang as lang_feature
-from bot.chat import lists, mute, status, subscriptions, tasks
+from bot.chat import lists, mute, replies, status, subscriptions, tasks
 from bot.chat.access import AccessMiddleware, Viewer
 from bot.chat.context import ChatContext
 from bot.chat.texts import LANGUAGES, MENU, texts
@@ -37,6 +37,7 @@ def build_router() -> Router:
         mute.build_router(),
         lang_feature.build_router(),
         status.build_router(),
+        replies.build_router(),  # after the commands: a reply that is a command stays a command
     )
     stale = Router(name="stale-buttons")  # last: any button no factory above recognised
     stale.callback_query.register(on_unknown_button)
