@@ -24,6 +24,7 @@ from bot.chat.context import ChatContext
 from bot.planfix.budget import BudgetPaused, Priority, priority
 from bot.planfix.errors import PlanfixError, describe
 from bot.planfix.models import Action, PersonRef, Status, Task
+from bot.watch.diff import Snapshot
 from state.actions import DONE, FAILED, INTENT, Actions, Write
 
 log = structlog.get_logger(__name__)
@@ -81,10 +82,32 @@ def status_note(status_name: str, *, by: str | None) -> str:
     return comment_html(text, by=by)
 
 
-def person_name(task: Task, planfix_id: int | None) -> str | None:
-    """The Planfix name of a person taking part in the task, if the card lists them."""
-    people: list[PersonRef] = [*([task.owner] if task.owner else []), *task.workers, *task.members, *task.auditors]
-    return next((p.name for p in people if p.id == planfix_id and p.name), None)
+@dataclass(frozen=True)
+class Target:
+    """What a write needs to know about its task: ids, current status and process, who takes part (by name)."""
+
+    task_id: int
+    general: int
+    status: int
+    status_set: int | None
+    participants: frozenset[int]
+    names: dict[int, str]
+
+    @classmethod
+    def from_task(cls, task: Task) -> Target:
+        people: list[PersonRef] = [*([task.owner] if task.owner else []), *task.workers, *task.members,
+                                   *task.auditors]
+        return cls(task.id, task.general, task.status, task.status_set, task.participant_ids(),
+                   {p.id: p.name for p in people if p.name})
+
+    @classmethod
+    def from_snapshot(cls, snap: Snapshot) -> Target:
+        return cls(snap.task_id, snap.general, snap.status, None, frozenset(snap.participants),
+                   {int(k): v for k, v in snap.names.items() if k.lstrip("-").isdigit()})
+
+    def person_name(self, planfix_id: int | None) -> str | None:
+        """The Planfix name of a person taking part in the task, if known."""
+        return self.names.get(planfix_id) if planfix_id is not None else None
 
 
 def planfix_reason(exc: PlanfixError) -> str:
@@ -148,18 +171,27 @@ class ActionDesk:
 
     # ── reads ────────────────────────────────────────────────────────────────────────────────────────────────
 
-    async def visible_task(self, viewer: Viewer, number: int) -> Task | None:
-        """The live card if the viewer may see the task, else None (also for a task that does not exist).
-        Raises PlanfixError / TimeoutError / OSError when Planfix could not be asked."""
+    async def visible_task(self, viewer: Viewer, number: int) -> Target | None:
+        """The task if the viewer may see it, else None (also for a task that does not exist). Like /task: from the
+        stored snapshot when the feed is fresh and it shows the viewer taking part (no Planfix request), else from
+        the live card. Raises PlanfixError / TimeoutError / OSError when Planfix could not be asked."""
+        if number <= 0:
+            return None
+        if self.ctx.fresh():
+            data = self.ctx.tasks.by_general(number)
+            if data is not None:
+                snap = Snapshot.from_data(data)
+                if may_see(viewer, snap):
+                    return Target.from_snapshot(snap)
         try:
             task = await self._read(lambda: self.ctx.client.task_get(general=number), what="task.get")
         except PlanfixError as exc:
             if exc.code in ("3001", "3008", "0104"):
                 return None
             raise
-        return task if may_see(viewer, task) else None
+        return Target.from_task(task) if may_see(viewer, task) else None
 
-    async def statuses_of(self, task: Task) -> list[Status]:
+    async def statuses_of(self, task: Target) -> list[Status]:
         """The statuses of the task's process (cached for an hour), Planfix's order."""
         set_id = task.status_set
         if set_id is None:
@@ -190,12 +222,12 @@ class ActionDesk:
             return Result(Outcome.UNAVAILABLE)
         if task is None:
             return Result(Outcome.NOT_FOUND)
-        name = person_name(task, viewer.planfix_id) or telegram_name
+        name = task.person_name(viewer.planfix_id) or telegram_name
         author = choose_author(viewer, post_as_user=self.ctx.settings.actions.post_as_user,
                                owner_refused=self.owner_refused)
         write = Write(
             key=key, chat_id=chat_id, user_id=viewer.telegram_id, planfix_id=viewer.planfix_id, actor_name=name,
-            task_id=task.id, general=task.general, owner=author.owner, new_status=new_status,
+            task_id=task.task_id, general=task.general, owner=author.owner, new_status=new_status,
             description=self._description(text, status_name, new_status, name if author.name_in_text else None),
         )
         write = self.actions.begin(write, self.ctx.clock())
