@@ -12,9 +12,8 @@ from __future__ import annotations
 import asyncio
 import html
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import timedelta
 from enum import StrEnum
 
 import structlog
@@ -146,6 +145,7 @@ class ActionDesk:
         self.actions = actions
         self.owner_refused = False  # Planfix refused `owner` once: the API user writes from then on
         self._sets: dict[int, tuple[float, list[Status]]] = {}
+        self._busy: dict[str, asyncio.Lock] = {}  # an update handled twice at once waits for the first handling
 
     @property
     def enabled(self) -> bool:
@@ -212,6 +212,17 @@ class ActionDesk:
     async def act(self, *, key: str, viewer: Viewer, telegram_name: str, chat_id: int, number: int,
                   text: str = "", new_status: int | None = None, status_name: str = "") -> Result:
         """Comment on task `number` (and/or change its status) for this viewer, once per update `key`."""
+        lock = self._busy.setdefault(key, asyncio.Lock())
+        try:
+            async with lock:
+                return await self._act(key=key, viewer=viewer, telegram_name=telegram_name, chat_id=chat_id,
+                                       number=number, text=text, new_status=new_status, status_name=status_name)
+        finally:
+            if not lock.locked() and self._busy.get(key) is lock:
+                del self._busy[key]
+
+    async def _act(self, *, key: str, viewer: Viewer, telegram_name: str, chat_id: int, number: int, text: str,
+                   new_status: int | None, status_name: str) -> Result:
         known = self.actions.get(key)
         if known is not None:
             return await self._again(known)
@@ -338,11 +349,3 @@ class ActionDesk:
                 results.append(settled)
         return results
 
-
-def own_actors(actions: Actions, action_ids: Sequence[int]) -> dict[int, Write]:
-    """Our own writes among these action ids (for the feed: who made them from Telegram)."""
-    return actions.authors(action_ids) if action_ids else {}
-
-
-def stamp(now: datetime) -> str:
-    return now.strftime("%H:%M")

@@ -75,8 +75,11 @@ def build_router() -> Router:
     return router
 
 
-def _key(update: Update | None, fallback: str) -> str:
-    return f"u:{update.update_id}" if update is not None else fallback
+def _key(update: Update | None, message: Message) -> str:
+    """One Telegram update asking for one write: the same on a redelivery, never reused (update ids may restart
+    after a quiet week, message ids in a chat do not)."""
+    update_id = update.update_id if update is not None else 0
+    return f"u:{update_id}:{message.chat.id}:{message.message_id}"
 
 
 async def cmd_comment(message: Message, command: CommandObject, chat: ChatContext, viewer: Viewer, lang: str,
@@ -90,7 +93,7 @@ async def cmd_comment(message: Message, command: CommandObject, chat: ChatContex
     if number is None or not text.strip():
         await message.answer(words["comment_usage"])
         return
-    await _comment(message, chat, viewer, lang, number, text, _key(event_update, f"m:{message.chat.id}:{message.message_id}"))
+    await _comment(message, chat, viewer, lang, number, text, _key(event_update, message))
 
 
 async def on_reply(message: Message, chat: ChatContext, viewer: Viewer, lang: str,
@@ -105,7 +108,7 @@ async def on_reply(message: Message, chat: ChatContext, viewer: Viewer, lang: st
         await message.reply(words["which_task"])
         return
     await _comment(message, chat, viewer, lang, about.general, message.text,
-                   _key(event_update, f"m:{message.chat.id}:{message.message_id}"))
+                   _key(event_update, message))
 
 
 async def _comment(message: Message, ctx: ChatContext, viewer: Viewer, lang: str, number: int, text: str,
@@ -123,7 +126,9 @@ async def tell(bot: Bot | None, ctx: ChatContext, desk: ActionDesk, chat_id: int
     (nothing typed is lost)."""
     assert bot is not None
     words, general = action_texts(lang), texts(lang)
-    if result.outcome == Outcome.DONE:
+    if result.outcome == Outcome.DONE and result.write is not None and result.write.new_status is not None:
+        body = words["status_changed"].format(number=number, status=html.escape(text))
+    elif result.outcome == Outcome.DONE:
         body = words["comment_added"].format(number=number)
     elif result.outcome == Outcome.NOT_FOUND:
         body = words["not_saved"].format(reason=words["reason_not_found"].format(number=number))
