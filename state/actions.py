@@ -13,7 +13,7 @@ import sqlite_utils
 from state.store import _ts
 
 INTENT, DONE, FAILED = "intent", "done", "failed"
-KEPT = timedelta(days=30)  # writes older than this are forgotten (a redelivery comes within minutes)
+KEPT = timedelta(days=30)  # writes and card records older than this are forgotten (redeliveries come in minutes)
 
 
 @dataclass(frozen=True)
@@ -60,6 +60,7 @@ class Actions:
 
     def remember_message(self, chat_id: int, message_id: int, task_id: int, general: int, now: datetime) -> None:
         with self.db.atomic():
+            self.db.execute("DELETE FROM bot_messages WHERE at < ?", [_ts(now - KEPT)])
             self.db.execute(
                 "INSERT OR REPLACE INTO bot_messages (chat_id, message_id, task_id, general, at) VALUES (?, ?, ?, ?, ?)",
                 [chat_id, message_id, task_id, general, _ts(now)],

@@ -135,6 +135,7 @@ def m009_chat_actions(db: Database) -> None:
         "CREATE TABLE IF NOT EXISTS bot_messages (chat_id INTEGER NOT NULL, message_id INTEGER NOT NULL, "
         "task_id INTEGER NOT NULL, general INTEGER NOT NULL, at REAL NOT NULL, PRIMARY KEY (chat_id, message_id))"
     )
+    db.execute("CREATE INDEX IF NOT EXISTS bot_messages_at ON bot_messages (at)")
     db.execute("CREATE INDEX IF NOT EXISTS outbox_message ON outbox (chat_id, message_id)")
     db.execute(
         """CREATE TABLE IF NOT EXISTS chat_actions (
