@@ -97,3 +97,18 @@ async def test_cards_get_the_status_button_and_replies_to_them_become_comments(t
         assert "/comment" in usage.plain_text
         [hidden] = await h.send(f"/comment {task.general} sneaky", user=BORIS_TG)
         assert "not found" in hidden.plain_text and "sneaky" in hidden.plain_text and len(posted(h, task.id)) == 1
+
+
+async def test_a_reply_to_a_list_names_its_task_with_a_number(tmp_path):
+    async with harness(tmp_path) as h:
+        task = h.pf.add_task(title="Listed", owner=ANNA, workers=(ANNA,))
+        await h.poll()
+        [listing] = await h.send("/my")
+        before = len(h.tg.sent)
+        h.tg.user_sends(chat_id=ANNA_TG, user_id=ANNA_TG, text="no number", reply_to=listing.message_id)
+        await h._feed()
+        assert "#1234 text" in h.tg.sent[before].plain_text and not posted(h, task.id)
+        h.tg.user_sends(chat_id=ANNA_TG, user_id=ANNA_TG, text=f"#{task.general} on it\nsoon",
+                        reply_to=listing.message_id)
+        await h._feed()
+        assert posted(h, task.id)[0].description == "on it<br>soon"

@@ -13,7 +13,8 @@ ACTION_TEXTS: dict[str, dict[str, str]] = {
         "choose_status": "Выберите новый статус",
         "no_other_status": "Других статусов в процессе этой задачи нет.",
         "only_text": "Комментарием может стать только текст.",
-        "which_task": "Не понимаю, о какой задаче это сообщение. Напишите: /comment &lt;номер&gt; &lt;текст&gt;.",
+        "which_task": "Это сообщение о нескольких задачах. Начните ответ с номера (#1234 текст) или напишите: "
+        "/comment &lt;номер&gt; &lt;текст&gt;.",
         "disabled": "Изменения в ПланФиксе из Telegram выключены (actions.enabled в настройках бота).",
         "not_saved": "Комментарий не добавлен: {reason}",
         "status_refused": "ПланФикс отказал: {reason}",
@@ -33,7 +34,8 @@ ACTION_TEXTS: dict[str, dict[str, str]] = {
         "choose_status": "Choose the new status",
         "no_other_status": "This task's process has no other status.",
         "only_text": "Only text can become a comment.",
-        "which_task": "I can't tell which task this message is about. Send /comment &lt;number&gt; &lt;text&gt;.",
+        "which_task": "This message is not about one task. Start the reply with its number (#1234 text) or send "
+        "/comment &lt;number&gt; &lt;text&gt;.",
         "disabled": "Changing Planfix from Telegram is turned off (actions.enabled in the bot's config).",
         "not_saved": "The comment was not added: {reason}",
         "status_refused": "Planfix refused: {reason}",

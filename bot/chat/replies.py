@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import html
+import re
 from collections.abc import Callable, Sequence
 
 import structlog
@@ -104,11 +105,17 @@ async def on_reply(message: Message, chat: ChatContext, viewer: Viewer, lang: st
         await message.reply(words["only_text"])
         return
     about = desk_of(chat).actions.task_of_message(message.chat.id, message.reply_to_message.message_id)
-    if about is None:
+    number, text = (about.general, message.text) if about is not None else _numbered(message.text)
+    if number is None:  # a list or a digest: many tasks, and the reply does not start with "#number"
         await message.reply(words["which_task"])
         return
-    await _comment(message, chat, viewer, lang, about.general, message.text,
-                   _key(event_update, message))
+    await _comment(message, chat, viewer, lang, number, text, _key(event_update, message))
+
+
+def _numbered(text: str) -> tuple[int | None, str]:
+    """"#1234 the comment": for replies to a message about many tasks (a list, a digest)."""
+    match = re.fullmatch(r"\s*#(\d{1,12})\s+(.+)", text, flags=re.DOTALL)
+    return (int(match.group(1)), match.group(2)) if match else (None, text)
 
 
 async def _comment(message: Message, ctx: ChatContext, viewer: Viewer, lang: str, number: int, text: str,
