@@ -74,10 +74,10 @@ async def test_owner_refused_falls_back_to_the_api_user_named_in_the_text(tmp_pa
         h.pf.owner_refusal = ("0105", "no")
         desk = desk_for(h)
         result = await desk.act(key="k", viewer=ANNA_VIEWER, telegram_name="Ann", chat_id=ANNA_TG,
-                                number=task.general, text="hi")
+                                number=task.general, text="hi &\nthere")
         assert result.outcome == Outcome.DONE and desk.owner_refused
         [comment] = posted(h, task.id)
-        assert (comment.by, comment.description) == (API_USER_ID, "<b>Anna</b>: hi")
+        assert (comment.by, comment.description) == (API_USER_ID, "<b>Anna</b>: hi &amp;<br>there")
         await desk.act(key="k2", viewer=ANNA_VIEWER, telegram_name="Ann", chat_id=ANNA_TG, number=task.general,
                        text="again")
         assert len(h.pf.requests_for("action.add")) == 3  # refused, retried; then straight as the API user

@@ -118,10 +118,14 @@ def planfix_reason(exc: PlanfixError) -> str:
     return describe(exc.code) if exc.code else message
 
 
+def text_of(description: str) -> str:
+    """Planfix HTML back to text: line breaks kept, tags dropped, entities decoded."""
+    return html.unescape(re.sub(r"<[^>]+>", "", re.sub(r"<br\s*/?>", "\n", description))).strip()
+
+
 def _plain(description: str) -> str:
     """Planfix HTML reduced to comparable text (our own writes are found again by it)."""
-    text = re.sub(r"<br\s*/?>", "\n", description)
-    return " ".join(html.unescape(re.sub(r"<[^>]+>", "", text)).split())
+    return " ".join(text_of(description).split())
 
 
 def is_our_write(action: Action, write: Write, known: set[int]) -> bool:
@@ -309,7 +313,7 @@ class ActionDesk:
 
     async def _as_api_user(self, write: Write, first: PlanfixError) -> Result | None:
         """`owner` may have been what Planfix refused: the same write by the API user, the name in the text."""
-        text = _plain(write.description)
+        text = text_of(write.description)
         status_name = ""
         if write.new_status is not None and text.startswith("→ "):
             status_name = text[2:].removesuffix(" (Telegram)")

@@ -24,7 +24,7 @@ from aiogram.types import (
 
 from bot.chat.access import Viewer
 from bot.chat.action_texts import action_texts
-from bot.chat.actions import ActionDesk, Outcome, Result
+from bot.chat.actions import ActionDesk, Outcome, Result, text_of
 from bot.chat.callbacks import StatusAct, StatusButton, TaskAct, TaskButton
 from bot.chat.context import ChatContext
 from bot.chat.tasks import parse_task_number
@@ -329,8 +329,6 @@ async def recover_writes(bot: Bot, ctx: ChatContext) -> None:
 
 
 def _person_text(description: str, name: str) -> str:
-    """The person's own words back from the Planfix HTML we sent."""
-    text = html.unescape(description.replace("<br>", "\n"))
-    prefix = f"<b>{name}</b>: "
-    text = text[len(prefix):] if text.startswith(prefix) else text
-    return text
+    """The person's own words back from the Planfix HTML we sent (without the name we put in front)."""
+    prefix = f"<b>{html.escape(name, quote=False)}</b>: "
+    return text_of(description.removeprefix(prefix))
