@@ -1,32 +1,29 @@
-"""Writing to Planfix from Telegram (issue 13): who may act, what is sent, and each write exactly once.
-
-Every write is keyed by the Telegram update that asked for it. The intent is stored before Planfix is called and
-the result after, so a redelivered update never writes twice; an intent left without a result (the process died
-between Planfix's answer and our commit, or Planfix did not answer) is settled by looking for our action among
-the task's latest actions before anything is sent again. The action ids we created let the feed tell our own
-changes: the person who made one is not notified of it (bot/app.py).
-"""
+"""Writing to Planfix from Telegram (issue 13): who may act, what is sent, and each write exactly once."""
 
 from __future__ import annotations
 
 import asyncio
 import html
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from enum import StrEnum
+from typing import TypeVar
 
 import structlog
 
 from bot.chat.access import Viewer, may_see
-from bot.chat.context import ChatContext
-from bot.planfix.budget import BudgetPaused, Priority, priority
+from bot.chat.context import ChatContext, PlanfixUnavailable
+from bot.planfix.budget import BudgetPaused
 from bot.planfix.errors import PlanfixError, describe
 from bot.planfix.models import Action, PersonRef, Status, Task
 from bot.watch.diff import Snapshot
 from state.actions import DONE, FAILED, INTENT, Actions, Write
 
 log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
 
 STATUS_SETS_KEPT = 3600.0  # seconds a process's status list is reused before it is read again
 RECOVER_WITHIN = timedelta(hours=1)  # intents older than this at start-up are not settled any more
@@ -142,7 +139,13 @@ def is_our_write(action: Action, write: Write, known: set[int]) -> bool:
 
 
 class ActionDesk:
-    """The shell around the decisions above: Planfix calls, the intent/result records, status lists."""
+    """The shell around the decisions above: Planfix calls, the intent/result records, status lists.
+
+    Every write is keyed by the Telegram update that asked for it. The intent is stored before Planfix is called and
+    the result after, so a redelivered update never writes twice; an intent left without a result (the process died
+    between Planfix's answer and our commit, or Planfix did not answer) is settled by looking for our action among
+    the task's latest actions before anything is sent again. The action ids we created let the feed tell our own
+    changes: the person who made one is not notified of it (bot/app.py)."""
 
     def __init__(self, ctx: ChatContext, actions: Actions) -> None:
         self.ctx = ctx
@@ -158,20 +161,24 @@ class ActionDesk:
     # ── the one place writes reach Planfix ───────────────────────────────────────────────────────────────────
 
     async def _write_to_planfix(self, write: Write) -> int:
-        """action.add for a person who is waiting: the interactive priority of the budget, like /task (a per-user
-        allowance plugs in here), at most the interactive timeout."""
-        with priority(Priority.INTERACTIVE):
-            async with asyncio.timeout(self.ctx.interactive_timeout):
-                return await self.ctx.client.action_add(
-                    task_id=write.task_id, description=write.description, new_status=write.new_status,
-                    owner=write.owner,
-                )
+        """action.add for a person who is waiting, by the same path as /task (ChatContext.ask: the budget's
+        interactive priority, the interactive timeout) — where a per-user allowance plugs in."""
+        return await self._ask(
+            lambda: self.ctx.client.action_add(task_id=write.task_id, description=write.description,
+                                               new_status=write.new_status, owner=write.owner),
+            what="action.add",
+        )
 
-    async def _read(self, call, *, what: str):  # type: ignore[no-untyped-def]
-        """A read for a person who is waiting (the same priority and timeout)."""
-        with priority(Priority.INTERACTIVE):
-            async with asyncio.timeout(self.ctx.interactive_timeout):
-                return await call()
+    async def _ask(self, call: Callable[[], Awaitable[T]], *, what: str) -> T:
+        """ChatContext.ask, with the failure it wrapped handed back: a write must tell "Planfix refused" (nothing
+        written) from "no answer" (maybe written)."""
+        try:
+            return await self.ctx.ask(call, what=what)
+        except PlanfixUnavailable as exc:
+            cause = exc.__cause__
+            if isinstance(cause, (PlanfixError, TimeoutError, OSError)):
+                raise cause from None
+            raise TimeoutError(str(exc)) from exc
 
     # ── reads ────────────────────────────────────────────────────────────────────────────────────────────────
 
@@ -188,7 +195,7 @@ class ActionDesk:
                 if may_see(viewer, snap):
                     return Target.from_snapshot(snap)
         try:
-            task = await self._read(lambda: self.ctx.client.task_get(general=number), what="task.get")
+            task = await self._ask(lambda: self.ctx.client.task_get(general=number), what="task.get")
         except PlanfixError as exc:
             if exc.code in ("3001", "3008", "0104"):
                 return None
@@ -207,7 +214,7 @@ class ActionDesk:
         cached = self._sets.get(set_id)
         if cached is not None and loop.time() - cached[0] < STATUS_SETS_KEPT:
             return cached[1]
-        statuses = await self._read(lambda: self.ctx.client.status_set(set_id), what="taskStatus.getListOfSet")
+        statuses = await self._ask(lambda: self.ctx.client.status_set(set_id), what="taskStatus.getListOfSet")
         self._sets[set_id] = (loop.time(), statuses)
         return statuses
 
@@ -271,8 +278,8 @@ class ActionDesk:
         """An intent without a result: if the task's latest actions hold our write, record it (DONE); None when
         they do not (so nothing was written); UNCERTAIN when Planfix cannot be asked."""
         try:
-            latest = await self._read(lambda: self.ctx.client.recent_actions(write.task_id, LOOK_BACK),
-                                      what="action.getList")
+            latest = await self._ask(lambda: self.ctx.client.recent_actions(write.task_id, LOOK_BACK),
+                                     what="action.getList")
         except (PlanfixError, TimeoutError, OSError, BudgetPaused) as exc:
             if isinstance(exc, PlanfixError) and exc.code in ("3001", "3008"):
                 self.actions.fail(write.key, "task gone", self.ctx.clock())

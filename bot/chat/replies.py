@@ -1,5 +1,4 @@
-"""Telegram side of writing to Planfix (issue 13): a reply to the bot's message about a task becomes a comment,
-/comment <number> <text> does the same, and the Status ▸ button changes the task's status."""
+"""Telegram side of writing to Planfix (issue 13): replies and /comment become comments, Status ▸ changes status."""
 
 from __future__ import annotations
 
