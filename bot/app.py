@@ -155,10 +155,6 @@ class Daemon:
     async def _run_chat(self) -> None:
         """Answer commands; if Telegram is unreachable at start-up, keep trying instead of dying."""
         delay = 1.0
-        try:  # writes a previous process left unsettled (killed between Planfix's answer and our commit)
-            await recover_writes(self.bot, self.dispatcher["chat"])
-        except Exception:
-            log.exception("chat.recover_failed")
         while True:
             try:
                 await self.dispatcher.start_polling(
@@ -184,6 +180,8 @@ class Daemon:
         self.scheduler.start()
         sender_task = asyncio.create_task(self.sender.run(), name="sender")
         chat_task = asyncio.create_task(self._run_chat(), name="chat")
+        # Writes a previous process left unsettled (killed between Planfix's answer and our commit).
+        recovery = asyncio.create_task(recover_writes(self.bot, self.dispatcher["chat"]), name="recover-writes")
         heartbeat = asyncio.create_task(self._service_heartbeat(SystemdNotifier()), name="heartbeat")
         metrics_runner = await self._serve_metrics()
         log.info("daemon.started", interval=interval, routes=len(self.settings.routes), users=len(self.settings.users))
@@ -194,6 +192,7 @@ class Daemon:
             self.scheduler.shutdown(wait=False)
             await asyncio.sleep(0.1)  # let cancelled job steps unwind before the store closes
             heartbeat.cancel()
+            recovery.cancel()
             if metrics_runner is not None:
                 await metrics_runner.cleanup()
             self.sender.stop()

@@ -223,7 +223,7 @@ class ActionDesk:
     async def act(self, *, key: str, viewer: Viewer, telegram_name: str, chat_id: int, number: int,
                   text: str = "", new_status: int | None = None, status_name: str = "") -> Result:
         """Comment on task `number` (and/or change its status) for this viewer, once per update `key`."""
-        lock = self._busy.setdefault(key, asyncio.Lock())
+        lock = self._busy.setdefault(key, asyncio.Lock())  # kept while in use; dropped after (see finally)
         try:
             async with lock:
                 return await self._act(key=key, viewer=viewer, telegram_name=telegram_name, chat_id=chat_id,
@@ -351,8 +351,13 @@ class ActionDesk:
         person is told); not found → nothing was written, the person is told with their text. Returns what
         was decided, for the caller to tell the people."""
         results: list[Result] = []
-        for write in self.actions.unfinished(self.ctx.clock() - RECOVER_WITHIN):
-            settled = await self.settle(write)
+        for pending in self.actions.unfinished(self.ctx.clock() - RECOVER_WITHIN):
+            lock = self._busy.setdefault(pending.key, asyncio.Lock())
+            async with lock:  # Telegram may be redelivering the same update right now: one of the two handles it
+                write = self.actions.get(pending.key)
+                if write is None or write.state != INTENT:
+                    continue
+                settled = await self.settle(write)
             if settled is None:
                 self.actions.fail(write.key, "not saved: the bot restarted", self.ctx.clock())
                 results.append(Result(Outcome.UNAVAILABLE, write))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import html
 import re
@@ -310,13 +311,23 @@ def skip_own_actor(actions: Actions, rows: list[DeliveryRow], event: Event) -> l
     return [r for r in rows if r.chat_id != write.user_id]
 
 
-async def recover_writes(bot: Bot, ctx: ChatContext) -> None:
-    """At start-up, before updates are read: settle the writes a previous process left without a result, and tell
-    each person what became of theirs (the confirmation, or their text back)."""
+RECOVER_AFTER = 5.0  # seconds after start-up: updates Telegram redelivers settle their own writes first
+
+
+async def recover_writes(bot: Bot, ctx: ChatContext, *, delay: float = RECOVER_AFTER) -> None:
+    """Shortly after start-up: settle the writes a previous process left without a result (an update Telegram
+    redelivers meanwhile settles its own), and tell each person what became of theirs (the confirmation, or their
+    text back)."""
     if not ctx.settings.actions.enabled:
         return
+    await asyncio.sleep(delay)
     desk = desk_of(ctx)
-    for result in await desk.recover():
+    try:
+        results = await desk.recover()
+    except Exception:  # a bug here must not take the chat down; the intents stay for the next start
+        log.exception("chat.recover_failed")
+        return
+    for result in results:
         write = result.write
         if write is None:
             continue
