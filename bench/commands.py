@@ -15,6 +15,11 @@ then ten more first-time cards 1.5 s apart, as a person would send them. Request
 phase; task.get, task.getMulti and action.getList come only from commands (nothing changes in the account, so
 the feed fetches no cards). Targets: p95 ≤ 1.5 s; no Planfix request for /my and /find while the snapshots are
 fresh; /task reads only the task's latest actions (one action.getList), and nothing on a repeat.
+
+Writes (issue 13, `[actions] enabled = true`): `/comment <number> <text>` 1.5 s apart (time to the confirmation;
+exactly one action.add each, the task found in the fresh snapshot), and status changes — /task, Status ▸, then a
+status (time from choosing the status to the answer; action.add plus, once per process, the status list). The
+feed keeps polling meanwhile and fetches the changed cards (task.getMulti, counted in those rows).
 """
 
 from __future__ import annotations
@@ -44,7 +49,7 @@ from state.store import Store  # noqa: E402
 P95_TARGET = 1.5
 USERS = range(100, 150)  # Planfix user ids; user 100 is linked to VIEWER_TG
 VIEWER_TG, ADMIN_TG = 5100, 900
-COMMAND_METHODS = ("task.get", "task.getMulti", "action.getList")
+COMMAND_METHODS = ("task.get", "task.getMulti", "action.getList", "action.add", "taskStatus.getListOfSet")
 WORDS = ("report", "invoice", "server", "design", "audit", "migration", "contract", "budget", "release", "backup",
          "website", "newsletter", "training", "hiring", "support", "roadmap", "security", "payroll", "office", "client")
 ADJECTIVES = ("quarterly", "urgent", "new", "annual", "draft", "final", "internal", "external", "weekly", "monthly")
@@ -123,6 +128,32 @@ async def measure(tg: FakeTelegram, pf: FakePlanfix, texts: list[str], user: int
     return times, Counter(r.method for r in pf.requests[start_requests:])
 
 
+async def measure_status(tg: FakeTelegram, pf: FakePlanfix, numbers: list[int], user: int,
+                         gap: float = 1.5) -> tuple[list[float], Counter]:
+    """Issue 13: Status ▸ under a card, then a status: the time from choosing the status to the bot's answer
+    (answerCallbackQuery, after action.add), and the Planfix requests both presses cost."""
+    times: list[float] = []
+    start_requests = len(pf.requests)
+    for number in numbers:
+        await asyncio.sleep(gap)
+        before = len(tg.messages_to(user))
+        tg.user_sends(chat_id=user, user_id=user, text=f"/task {number}")
+        card = (await tg.wait_for_messages(before + 1, chat_id=user, timeout=30))[before]
+        task = pf.task_by_general(number)
+        assert task is not None
+        target = 4 if task.status != 4 else 2
+        for data in (f"a1:m:{number}:0", f"a1:s:{number}:{target}"):
+            answers = len(tg.calls_of("answerCallbackQuery"))
+            began = time.monotonic()
+            tg.user_presses(chat_id=user, user_id=user, message_id=card.message_id, data=data)
+            while len(tg.calls_of("answerCallbackQuery")) == answers:  # noqa: ASYNC110
+                await asyncio.sleep(0.005)
+        times.append(time.monotonic() - began)
+        assert pf.task(task.id).status == target, "the status did not change"
+    methods = Counter(r.method for r in pf.requests[start_requests:])
+    return times, methods
+
+
 def p(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
@@ -148,6 +179,7 @@ async def run(args: argparse.Namespace) -> int:
         "display": {"language": "en", "timezone": "Europe/Moscow"},
         "logging": {"level": args.log_level, "format": "json"},
         "users": [{"telegram_id": VIEWER_TG, "planfix_id": 100}],
+        "actions": {"enabled": True},
     }
     daemon = await Daemon(write_config(tmp / "config.toml", config), tmp / "daemon.log").start()
     rows: list[tuple[str, list[float], Counter]] = []
@@ -171,6 +203,13 @@ async def run(args: argparse.Namespace) -> int:
         others = rng.sample([g for g in mine if g not in tasks], min(10, max(0, len(mine) - len(tasks))))
         rows.append(("/task, first time, 1.5 s apart",
                      *await measure(tg, pf, [f"/task {g}" for g in others], VIEWER_TG, gap=1.5)))
+        # Issue 13: writes. The feed keeps polling meanwhile, and now finds the changes they make.
+        commented = rng.sample(mine, min(n, len(mine)))
+        rows.append(("/comment, 1.5 s apart",
+                     *await measure(tg, pf, [f"/comment {g} bench note {k}" for k, g in enumerate(commented)],
+                                    VIEWER_TG, gap=1.5)))
+        changed = rng.sample([g for g in mine if g not in others], min(10, len(mine)))
+        rows.append(("status change (after /task; 2 presses)", *await measure_status(tg, pf, changed, VIEWER_TG)))
     finally:
         code = await daemon.stop()
         await tg.stop()
@@ -189,6 +228,8 @@ async def run(args: argparse.Namespace) -> int:
         if name.startswith(("/my", "/find", "/task, again")) and made:
             failed = True
         if name.startswith("/task, first time") and (methods["task.get"] or methods["action.getList"] > len(times)):
+            failed = True
+        if name.startswith("/comment") and methods["action.add"] != len(times):
             failed = True
     background = Counter(r.method for r in pf.requests if r.method not in COMMAND_METHODS)
     print(f"\nbackground requests meanwhile (feed, sweep, start-up): {dict(background)}")

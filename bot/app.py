@@ -25,6 +25,7 @@ from bot.chat.allowance import Allowance
 from bot.chat.audience import ChatAudience
 from bot.chat.commands import ChatContext, build_router, set_bot_commands
 from bot.chat.digest import CHECK_EVERY, DIGEST_GRACE, DailyDigest
+from bot.chat.replies import attribute_own, notice_buttons, recover_writes, skip_own_actor
 from bot.chat.texts import texts
 from bot.config import ConfigError, Settings, load_settings
 from bot.events import Event
@@ -37,6 +38,7 @@ from bot.planfix.client import PlanfixClient
 from bot.sdnotify import SystemdNotifier
 from bot.watch.jobs import BackgroundJob, Detection, detection_from_settings
 from bot.watch.poller import Poller
+from state.actions import Actions
 from state.prefs import Prefs, TaskIndex
 from state.store import Store
 
@@ -100,19 +102,23 @@ class Daemon:
             return settings.display_zone(holder["poller"].api_timezone if holder else None)
 
         sender = build_sender(settings, store, bot, zone=zone, language=audience.language, audience=audience,
-                              open_button_text=lambda chat_id: texts(audience.language(chat_id))["open"])
+                              open_button_text=lambda chat_id: texts(audience.language(chat_id))["open"],
+                              buttons=notice_buttons(settings))
+        own_writes = Actions(store.db)  # issue 13: changes made from Telegram, by action id
 
         def route(event: Event, now: datetime):
-            return deliveries(
+            rows = deliveries(
                 event, now, routes=settings.routes, users=settings.users, zone=zone(),
                 migrated=store.chat_migrations(), audience=audience,
             )
+            return skip_own_actor(own_writes, rows, event)
 
         detection = detection_from_settings(
             settings, client=client, store=store, route=route, notify_admins=sender.tell_admins,
             on_queued=sender.wake,
         )
         poller = detection.poller
+        poller.attribute = attribute_own(own_writes)
         holder["poller"] = poller
 
         pacer = detection.pacer
@@ -194,6 +200,8 @@ class Daemon:
         self.scheduler.start()
         sender_task = asyncio.create_task(self.sender.run(), name="sender")
         chat_task = asyncio.create_task(self._run_chat(), name="chat")
+        # Writes a previous process left unsettled (killed between Planfix's answer and our commit).
+        recovery = asyncio.create_task(recover_writes(self.bot, self.dispatcher["chat"]), name="recover-writes")
         heartbeat = asyncio.create_task(self._service_heartbeat(SystemdNotifier(), ready=reloaded), name="heartbeat")
         metrics_runner = await self._serve_metrics()
         log.info("daemon.started", interval=interval, routes=len(self.settings.routes), users=len(self.settings.users))
@@ -204,6 +212,7 @@ class Daemon:
             self.scheduler.shutdown(wait=False)
             await asyncio.sleep(0.1)  # let cancelled job steps unwind before the store closes
             heartbeat.cancel()
+            recovery.cancel()
             if metrics_runner is not None:
                 await metrics_runner.cleanup()
             self.sender.stop()

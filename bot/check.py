@@ -71,6 +71,8 @@ async def check_planfix(settings: Settings, client: PlanfixClient) -> list[Line]
         ok("auth", f"{mode} accepted; API user #{user.id} {user.full_name!r}"),
     ]
     lines.append(await _check_rights(client))
+    if settings.actions.enabled:
+        lines.append(await _check_writes(client))
     lines.append(_check_zone(user))
     lines.append(check_links(settings, user))
     lines.append(_check_budget(settings, client))
@@ -134,6 +136,30 @@ async def _check_rights(client: PlanfixClient) -> Line:
             return fail("rights", f"{method}: {exc}", _rights_fix(exc, method))
         found.append(method)
     return ok("rights", "the token may call " + ", ".join(found))
+
+
+# Answers to an action.add without a task that show the token may call it (the call itself was accepted, only
+# its parameters were not): required parameter missing / invalid / invalid here, or no such task.
+_WRITE_PROBE_ALLOWED = frozenset({"0009", "0015", "0016", "0017", "3001"})
+
+
+async def _check_writes(client: PlanfixClient) -> Line:
+    """[actions] enabled: may the token add comments? Probed with an action.add that names no task, so nothing is
+    posted: a token that may call it gets "required parameter missing" (0009), one that may not gets 0020
+    "function call forbidden". (Which check Planfix makes first is UNCONFIRMED; any other answer is a warning.)"""
+    try:
+        await client.request("action.add", [("action", [("description", "planfix-bot check")])])
+    except PlanfixError as exc:
+        if exc.code in _WRITE_PROBE_ALLOWED:
+            return ok("writes", f"the token may call action.add (probed without a task: answer {exc.code}, "
+                      "nothing posted)")
+        if exc.code == "0020":
+            return fail("writes", f"action.add: {exc}", _rights_fix(exc, "action.add") + ", or set actions.enabled = "
+                        "false")
+        return warn("writes", f"cannot tell whether the token may add comments: {exc}",
+                    "retry; replies from Telegram will say why if Planfix refuses them")
+    return warn("writes", "action.add without a task was accepted (unexpected); check the API user's comments",
+                "tell the maintainers: this Planfix behaves differently from the documentation")
 
 
 def _rights_fix(exc: PlanfixError, method: str) -> str:

@@ -205,6 +205,13 @@ class MetricsSettings(_Section):
         return value
 
 
+class ActionsSettings(_Section):
+    """Writing to Planfix from Telegram (issue 13): replies become comments, the Status button changes status."""
+
+    enabled: bool = False  # opt-in per installation: off, nobody can change anything in Planfix from Telegram
+    post_as_user: bool = True  # author = the person's own Planfix user (`owner`); refused or false: the API user
+
+
 class LoggingSettings(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
@@ -270,6 +277,7 @@ class Settings(_Section):
     logging: LoggingSettings = LoggingSettings()
     delivery: DeliverySettings = DeliverySettings()
     metrics: MetricsSettings = MetricsSettings()
+    actions: ActionsSettings = ActionsSettings()
     users: list[UserLink] = []
     routes: list[Route] = []
 

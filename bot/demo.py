@@ -70,8 +70,9 @@ async def simulate(fake: FakePlanfix, tg: FakeTelegram, task_ids: list[int], eve
     rng = random.Random(7)
     people = [ANNA, IVAN, OLGA]
     steps = [
-        ("status", 0, 2), ("deadline", 1, None), ("comment", 3, None), ("ask", 1, None), ("status", 3, 2),
-        ("status", 1, 5), ("stranger", 0, None), ("deadline", 4, None), ("status", 0, 5), ("status", 0, 3),
+        ("status", 0, 2), ("deadline", 1, None), ("comment", 3, None), ("ask", 1, None), ("reply", 1, None),
+        ("press", 1, 2), ("status", 3, 2), ("status", 1, 5), ("stranger", 0, None), ("deadline", 4, None),
+        ("status", 0, 5), ("status", 0, 3),
     ]
     step = 0
     while True:
@@ -94,11 +95,49 @@ async def simulate(fake: FakePlanfix, tg: FakeTelegram, task_ids: list[int], eve
         elif kind == "ask":
             tg.user_sends(chat_id=ANNA_TG, user_id=ANNA_TG, text=f"/task {task.general}", first_name="Anna")
             note = f"Anna asks the bot: /task {task.general}"
+        elif kind == "reply":
+            card = _latest_about(tg, ANNA_TG, task.general)
+            if card is None:
+                continue
+            tg.user_sends(chat_id=ANNA_TG, user_id=ANNA_TG, text="On it — done by Friday.", reply_to=card.message_id,
+                          first_name="Anna")
+            note = f"Anna replies to the bot's card of #{task.general}: \"On it — done by Friday.\" (→ a comment)"
+        elif kind == "press":
+            card = _latest_about(tg, ANNA_TG, task.general)
+            if card is None:
+                continue
+            out.write(f"   · Anna presses \"Status ▸\" under the card of #{task.general}, then a status\n")
+            await _press_status(tg, card, task.general, status)
+            note = f"status of #{task.general} changed from Telegram (the team hears, Anna does not)"
         else:
             tg.user_sends(chat_id=STRANGER_TG, user_id=STRANGER_TG, text=f"/task {task.general}", first_name="Eve")
             note = f"a stranger asks the bot: /task {task.general}"
         out.write(f"   · in Planfix: {note}\n")
         out.flush()
+
+
+def _latest_about(tg: FakeTelegram, chat_id: int, general: int) -> SentMessage | None:
+    """The newest message to this chat with a Status button for this task (a card or a personal notice)."""
+    wanted = f"a1:m:{general}:"
+    for message in reversed(tg.messages_to(chat_id)):
+        rows = (message.reply_markup or {}).get("inline_keyboard", [])
+        if any(str(b.get("callback_data", "")).startswith(wanted) for row in rows for b in row):
+            return message
+    return None
+
+
+async def _press_status(tg: FakeTelegram, card: SentMessage, general: int, status: int | None) -> None:
+    """Status ▸, wait for the list of statuses under the message, then choose one."""
+    tg.user_presses(chat_id=card.chat_id, user_id=card.chat_id, message_id=card.message_id,
+                    data=f"a1:m:{general}:0")
+    choice = f"a1:s:{general}:{status}"
+    for _ in range(100):
+        await asyncio.sleep(0.1)
+        shown = tg.message(card.chat_id, card.message_id) or {}
+        rows = (shown.get("reply_markup") or {}).get("inline_keyboard", [])
+        if any(b.get("callback_data") == choice for row in rows for b in row):
+            tg.user_presses(chat_id=card.chat_id, user_id=card.chat_id, message_id=card.message_id, data=choice)
+            return
 
 
 async def run_demo(*, interval: float = 2.0, duration: float | None = None, language: str = "en",
@@ -127,6 +166,7 @@ async def run_demo(*, interval: float = 2.0, duration: float | None = None, lang
                 "logging": {"level": "warning"},
                 "users": [{"telegram_id": ANNA_TG, "planfix_id": ANNA}, {"telegram_id": IVAN_TG, "planfix_id": IVAN}],
                 "routes": [{"chat_id": TEAM_CHAT}],
+                "actions": {"enabled": True},  # replies become comments, Status ▸ changes the status
             },
             environ={},
         )

@@ -40,6 +40,7 @@ class Event:
     actor_name: str | None = None
     participants: tuple[int, ...] = ()  # Planfix user ids taking part in the task, for personal routing
     items: tuple[dict[str, Any], ...] = ()  # only for DIGEST: the folded events, each as Event.to_json()
+    action_id: int | None = None  # the Planfix action that made the change, if known (our own writes are skipped)
 
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

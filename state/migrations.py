@@ -173,3 +173,37 @@ def m008_group_makers(db: Database) -> None:
             PRIMARY KEY (chat_id, user_id)
         )"""
     )
+
+
+@migrations()
+def m009_chat_actions(db: Database) -> None:
+    """Issue 13: which task each message the bot sent directly is about (cards, confirmations; notifications are
+    found through the outbox), and every write to Planfix made from Telegram: its intent before the call, its
+    result after, so a redelivered update never writes twice and the feed can tell our own actions."""
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS bot_messages (chat_id INTEGER NOT NULL, message_id INTEGER NOT NULL, "
+        "task_id INTEGER NOT NULL, general INTEGER NOT NULL, at REAL NOT NULL, PRIMARY KEY (chat_id, message_id))"
+    )
+    db.execute("CREATE INDEX IF NOT EXISTS bot_messages_at ON bot_messages (at)")
+    db.execute("CREATE INDEX IF NOT EXISTS outbox_message ON outbox (chat_id, message_id)")
+    db.execute(
+        """CREATE TABLE IF NOT EXISTS chat_actions (
+            key TEXT PRIMARY KEY,          -- "u:<update_id>" or "c:<callback query id>": one Telegram update
+            chat_id INTEGER NOT NULL,
+            user_id INTEGER NOT NULL,      -- the Telegram user who acted
+            planfix_id INTEGER,            -- their Planfix user, if linked
+            actor_name TEXT NOT NULL,
+            task_id INTEGER NOT NULL,
+            general INTEGER NOT NULL,
+            description TEXT NOT NULL,     -- exactly what was sent (Planfix HTML)
+            owner INTEGER,                 -- the `owner` sent, or NULL for the API user
+            new_status INTEGER,
+            state TEXT NOT NULL,           -- intent | done | failed
+            action_id INTEGER,
+            error TEXT,
+            created_at REAL NOT NULL,
+            done_at REAL
+        )"""
+    )
+    db.execute("CREATE INDEX IF NOT EXISTS chat_actions_action ON chat_actions (action_id)")
+    db.execute("CREATE INDEX IF NOT EXISTS chat_actions_state ON chat_actions (state, created_at)")

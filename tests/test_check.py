@@ -147,3 +147,16 @@ async def test_the_command_line_prints_one_line_per_check_and_exits_non_zero_on_
         ["ok", "endpoint"], ["FAIL", "data centre"], ["skip", "account"], ["skip", "auth"], ["ok", "telegram"],
     ]
     assert printed[-1] == "1 check(s) failed"
+
+
+async def test_writes_are_checked_only_when_actions_are_enabled_and_post_nothing(fakes):
+    pf, tg = fakes
+    _, lines = await check(config(pf, tg))
+    assert not any(entry.split(maxsplit=1)[1].startswith("writes:") for entry in lines)
+    raw = {**config(pf, tg), "actions": {"enabled": True}}
+    code, lines = await check(raw)
+    assert code == 0 and line(lines, "writes").startswith("ok") and "nothing posted" in line(lines, "writes")
+    assert len(pf.actions) == 1  # only the task's creation: the probe posted nothing
+    pf.forbidden_methods.add("action.add")
+    code, lines = await check(raw)
+    assert code == 1 and line(lines, "writes").startswith("FAIL") and "actions.enabled = false" in line(lines, "writes")

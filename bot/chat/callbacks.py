@@ -48,3 +48,18 @@ class ListPage(CallbackData, prefix="l1"):
     page: int = Field(ge=0, le=MAX_PAGE)
     owner: int = Field(ge=1, le=MAX_ID)
     query: int = Field(default=0, ge=0, le=MAX_ID)
+
+
+class StatusAct(StrEnum):
+    MENU = "m"  # show the statuses of the task's process under the message
+    SET = "s"  # change to `status`
+    CLOSE = "x"  # hide the statuses again
+
+
+class StatusButton(CallbackData, prefix="a1"):
+    """Status ▸ under a card or a personal notice (issue 13): the task number and, for SET, the status id. Like every
+    button, re-checked on every press: the presser must be allowed to see (and so to act on) the task."""
+
+    act: StatusAct
+    number: int = Field(ge=1, le=MAX_NUMBER)
+    status: int = Field(default=0, ge=0, le=MAX_ID)

@@ -11,7 +11,7 @@ from aiogram.filters import Command, CommandStart
 from aiogram.types import BotCommand, CallbackQuery, Message
 
 from bot.chat import lang as lang_feature
-from bot.chat import lists, makers, mute, status, subscriptions, tasks
+from bot.chat import lists, makers, mute, replies, status, subscriptions, tasks
 from bot.chat.access import AccessMiddleware, Viewer
 from bot.chat.context import ChatContext
 from bot.chat.texts import LANGUAGES, MENU, texts
@@ -38,6 +38,7 @@ def build_router() -> Router:
         lang_feature.build_router(),
         status.build_router(),
         makers.build_router(),  # chat_member updates: no user behind them, so no access check applies
+        replies.build_router(),  # after the commands: a reply that is a command stays a command
     )
     stale = Router(name="stale-buttons")  # last: any button no factory above recognised
     stale.callback_query.register(on_unknown_button)

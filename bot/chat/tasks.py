@@ -18,12 +18,14 @@ from aiogram.types import (
 )
 
 from bot.chat.access import Viewer, may_change_chat
-from bot.chat.callbacks import TaskAct, TaskButton
+from bot.chat.action_texts import action_texts
+from bot.chat.callbacks import StatusAct, StatusButton, TaskAct, TaskButton
 from bot.chat.context import ChatContext, OverAllowance, PlanfixUnavailable
 from bot.chat.lookup import Found, find_task, latest_actions
 from bot.chat.texts import texts
 from bot.chat.views import render_card
 from bot.notify.render import escape, task_url
+from state.actions import Actions
 
 log = structlog.get_logger(__name__)
 
@@ -39,11 +41,15 @@ def parse_task_number(args: str | None) -> int | None:
 def card_keyboard(ctx: ChatContext, general: int, lang: str, *, following: bool) -> InlineKeyboardMarkup:
     words = texts(lang)
     follow = TaskButton(act=TaskAct.UNFOLLOW if following else TaskAct.FOLLOW, number=general)
+    # Issue 13: Status ▸ only where writing to Planfix is turned on.
+    status = [[InlineKeyboardButton(text=action_texts(lang)["status_button"],
+                                    callback_data=StatusButton(act=StatusAct.MENU, number=general).pack())]]
     return InlineKeyboardMarkup(inline_keyboard=[
         [InlineKeyboardButton(text=words["open"], url=task_url(ctx.web_url, general)),
          InlineKeyboardButton(text=words["refresh"], callback_data=TaskButton(act=TaskAct.REFRESH, number=general).pack())],
         [InlineKeyboardButton(text=words["unfollow" if following else "follow"], callback_data=follow.pack()),
          InlineKeyboardButton(text=words["snooze"], callback_data=TaskButton(act=TaskAct.SNOOZE, number=general).pack())],
+        *(status if ctx.settings.actions.enabled else []),
     ])
 
 
@@ -96,7 +102,9 @@ async def cmd_task(message: Message, command: CommandObject, chat: ChatContext, 
         await message.answer(texts(lang)["task_usage"])
         return
     text, markup = await card(chat, viewer, message.chat.id, number, lang)
-    await message.answer(text, reply_markup=markup, link_preview_options=NO_PREVIEW)
+    sent = await message.answer(text, reply_markup=markup, link_preview_options=NO_PREVIEW)
+    if markup is not None:  # a card: a reply to it comments on this task (issue 13)
+        Actions(chat.store.db).remember_message(sent.chat.id, sent.message_id, 0, number, chat.clock())
 
 
 async def on_task_button(query: CallbackQuery, callback_data: TaskButton, chat: ChatContext, viewer: Viewer,

@@ -39,8 +39,8 @@ DEFAULT_STATUSES = (
     (7, "Отмененная", "Canceled", False),
 )
 DEFAULT_SET_ID = 2
-FAULT_KINDS = frozenset({"http500", "http502", "hang", "malformed", "billion_laughs", "oversized", "drop", "redirect",
-                         "http401", "http403", "http404"})
+FAULT_KINDS = frozenset({"http500", "http502", "hang", "hang_after", "malformed", "billion_laughs", "oversized",
+                         "drop", "redirect", "http401", "http403", "http404"})
 MALFORMED_FIELDS = {"general": ("general", ""), "status": ("status", "in work"), "endTime": ("endTime", "31-13-2026")}
 
 BILLION_LAUGHS = b"""<?xml version="1.0"?>
@@ -145,6 +145,10 @@ class FakeAccount:
         self._generals = itertools.count(1001)
         self._generals_used: set[int] = set()  # Planfix never reuses a task number, even after deletion
         self._action_ids = itertools.count(6_379_001)
+        # action.add setups (PLANFIX-API.md §16): transitions the process refuses, and whether `owner` may name
+        # another user (UNCONFIRMED for a non-admin API user; `owner_refusal` = the error code and message).
+        self.refused_transitions: dict[tuple[int | None, int], tuple[str, str]] = {}
+        self.owner_refusal: tuple[str, str] | None = None
         self.add_user(API_USER_ID, "Planfix", "Bot", login=login, timezone=timezone, role="ADMIN")
         self.status_sets[DEFAULT_SET_ID] = "Стандартный процесс"
         for status_id, ru, en, active in DEFAULT_STATUSES:
@@ -262,6 +266,22 @@ class FakeAccount:
     def add_comment(self, task_id: int, text: str, *, by: int) -> FakeAction:
         """A comment; `text` is Planfix HTML."""
         return self._record(self.task(task_id), "ACTION", by=by, description=text)
+
+    def refuse_transition(self, new_status: int, *, old_status: int | None = None, code: str = "0016",
+                          message: str = "Переход в этот статус запрещён процессом задачи") -> None:
+        """Make action.add with taskNewStatus=new_status (from old_status, or from any) answer this error."""
+        self.refused_transitions[(old_status, new_status)] = (code, message)
+
+    def post_action(self, task_id: int, text: str, *, by: int, new_status: int | None = None) -> FakeAction:
+        """What action.add does once its checks passed: a comment (Planfix HTML), optionally changing the status,
+        recorded in the feed like the same change made in Planfix."""
+        task = self.task(task_id)
+        if new_status is None:
+            return self._record(task, "ACTION", by=by, description=text)
+        return self.change_status(task_id, new_status, by=by, comment=text)
+
+    def statuses_of_set(self, set_id: int) -> list[FakeStatus]:
+        return [s for s in sorted(self.statuses.values(), key=lambda s: s.id) if s.set_id == set_id]
 
     def mark_overdue(self, task_id: int) -> FakeAction:
         """Planfix's own overdue flag: isOverdued=1 and a TASKOVERDUED `{event21}` action by the owner."""
@@ -607,6 +627,7 @@ class FakePlanfix(FakeAccount):
         self.list_total_off = 0
         self.past_end_code: str | None = None
         self.ambiguous_fold = 0  # which reading of a repeated local hour a request date takes (see _date_param)
+        self.forbidden_methods: set[str] = set()  # answered 0020 "function call forbidden" (a restricted token)
         self.url = ""
         self._injected: list[_Injected] = []
         self._runner: web.AppRunner | None = None
@@ -623,6 +644,7 @@ class FakePlanfix(FakeAccount):
             "action.getListByPeriod": self._action_get_list_by_period,
             "taskStatus.getSetList": self._status_set_list,
             "taskStatus.getListOfSet": self._status_list_of_set,
+            "action.add": self._action_add,
         }
 
     # lifecycle
@@ -662,6 +684,7 @@ class FakePlanfix(FakeAccount):
         self, kind: str, *, method: str | None = None, times: int = 1, seconds: float = 0, size: int = 25_000_000
     ) -> None:
         """Break the next `times` matching requests: http500, http502, hang (sleep `seconds`, then answer),
+        hang_after (do what was asked, then sleep `seconds` before answering: the change is made, the answer late),
         malformed (truncated XML), billion_laughs, oversized (`size` bytes, chunked), drop (close the socket),
         redirect (301 elsewhere), http401/http403/http404 (a wrong endpoint or a proxy in the way)."""
         if kind not in FAULT_KINDS:
@@ -697,10 +720,11 @@ class FakePlanfix(FakeAccount):
         if injected is not None:
             if injected.kind == "error":
                 return self._error_response(record, ApiError(injected.code, injected.message))
-            if injected.kind != "hang":
+            if injected.kind not in ("hang", "hang_after"):
                 record.outcome = injected.kind
                 return await _fault_response(injected, request)
-            await asyncio.sleep(injected.seconds)  # then answer normally; other requests go on meanwhile
+            if injected.kind == "hang":
+                await asyncio.sleep(injected.seconds)  # then answer normally; other requests go on meanwhile
         try:
             if rps_code:
                 raise ApiError(rps_code)
@@ -709,9 +733,14 @@ class FakePlanfix(FakeAccount):
             handler = self._methods.get(record.method)
             if handler is None:
                 raise ApiError("0008")
+            if record.method in self.forbidden_methods:
+                raise ApiError("0020")  # before any parameter check (our guess, UNCONFIRMED)
             body = serialize(handler(doc))
         except ApiError as exc:
             return self._error_response(record, exc)
+        if injected is not None and injected.kind == "hang_after":
+            record.outcome = "hang_after"
+            await asyncio.sleep(injected.seconds)  # done in the account; the caller waits (or dies) meanwhile
         return web.Response(body=body, content_type="application/xml", charset="utf-8", headers=self._headers())
 
     def _error_response(self, record: RecordedRequest, exc: ApiError) -> web.Response:
@@ -905,6 +934,34 @@ class FakePlanfix(FakeAccount):
         statuses = list_root(root, "taskStatuses", len(members), len(members))
         for status in members:
             render_status(statuses, status)
+        return root
+
+    def _action_add(self, doc: Element) -> Element:
+        """action.add (PLANFIX-API.md §16): a comment on `<action><task>`, optionally `taskNewStatus` (a status of
+        the task's set, not refused by the process) and `owner` (refused per `owner_refusal`)."""
+        task = self._find_task(doc, "action/task")
+        text = _text(doc, "action/description")
+        new_status = _int_param(doc, "action/taskNewStatus")
+        if not text and new_status is None:
+            raise ApiError("0009")
+        owner = _int_param(doc, "action/owner/id")
+        if owner is not None and owner != API_USER_ID:
+            if owner not in self.users:
+                raise ApiError("6004")
+            if self.owner_refusal is not None:
+                raise ApiError(*self.owner_refusal)
+        if new_status is not None:
+            status = self.statuses.get(new_status)
+            if status is None or status.set_id != task.status_set:
+                raise ApiError("0015", "Статус не входит в процесс задачи")
+            refusal = self.refused_transitions.get((task.status, new_status)) or self.refused_transitions.get(
+                (None, new_status)
+            )
+            if refusal is not None:
+                raise ApiError(*refusal)
+        action = self.post_action(task.id, text, by=owner or API_USER_ID, new_status=new_status)
+        root = document("ok")
+        _sub(_sub(root, "action"), "id", action.id)
         return root
 
     # helpers of the methods

@@ -190,6 +190,7 @@ class FakeTelegram:
         self._creators: dict[int, int] = {}
         self._open_callbacks: set[str] = set()
         self._updates: list[_Update] = []
+        self._delivered: dict[int, _Update] = {}  # every update ever queued, for redeliver()
         self._rules: list[_Rule] = []
         self._blocked: dict[int, str] = {}
         self._migrated: dict[int, int] = {}
@@ -285,8 +286,11 @@ class FakeTelegram:
         username: str | None = None,
         first_name: str = "Test",
         message_thread_id: int | None = None,
+        reply_to: int | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> int:
-        """Queue a Message update (served by getUpdates); returns its update_id."""
+        """Queue a Message update (served by getUpdates); returns its update_id. `reply_to`: the message id in this
+        chat it replies to; `extra`: more Message fields (e.g. a photo; text="" then sends no text)."""
         user = {"id": user_id, "is_bot": False, "first_name": first_name, "language_code": "ru"}
         if username:
             user["username"] = username
@@ -296,8 +300,14 @@ class FakeTelegram:
             "from": user,
             "chat": chat,
             "date": int(time.time()),
-            "text": text,
         }
+        if text:
+            message["text"] = text
+        if reply_to is not None:
+            replied = self._messages.get((chat_id, reply_to)) or {
+                "message_id": reply_to, "chat": chat, "date": int(time.time())}
+            message["reply_to_message"] = {k: v for k, v in replied.items() if k != "reply_to_message"}
+        message.update(extra or {})
         if text.startswith("/"):
             command = text.split(maxsplit=1)[0]
             message["entities"] = [{"type": "bot_command", "offset": 0, "length": len(command)}]
@@ -321,6 +331,12 @@ class FakeTelegram:
             "data": data,
         }
         return self._queue("callback_query", query)
+
+    def redeliver(self, update_id: int) -> None:
+        """Serve an update again, as Telegram does when the bot's confirmation (the next offset) was lost."""
+        update = self._delivered[update_id]
+        self._updates.append(update)
+        self._wake()
 
     def set_chat_admins(self, chat_id: int, *user_ids: int) -> None:
         """Who getChatMember reports as administrators of a group (the first one as its creator)."""
@@ -716,6 +732,7 @@ class FakeTelegram:
 
     def _queue(self, kind: str, payload: dict[str, Any]) -> int:
         update = _Update(next(self._update_ids), kind, payload)
+        self._delivered[update.update_id] = update
         self._updates.append(update)
         self._wake()
         return update.update_id

@@ -17,10 +17,11 @@ from bot.notify.sender import Rendered, Sender
 from state.store import Store
 
 Renderer = Callable[[Sequence[Event], int], Rendered]
+Buttons = Callable[[Sequence[Event], int, str], Sequence[tuple[str, str]]]  # events, chat, language → buttons
 
 
 def make_renderer(settings: Settings, zone: Callable[[], ZoneInfo], store: Store | None = None, *,
-                  language: Callable[[int], str] | None = None) -> Renderer:
+                  language: Callable[[int], str] | None = None, buttons: Buttons | None = None) -> Renderer:
     """Events → the message for one chat: HTML in the chat's language (`language`, else display.language) and the
     display zone, a short fallback, the button's link, and the route's `silent` option (also for a group that has
     since migrated to a new id)."""
@@ -39,14 +40,15 @@ def make_renderer(settings: Settings, zone: Callable[[], ZoneInfo], store: Store
         silent = route_of_chat(chat_id, silent_routes, migrated) is not None
         lang = language(chat_id) if language is not None else default_lang
         text = render.render_events(list(events), lang=lang, tz=zone(), web_url=web_url)
-        return Rendered(text, short, url, silent=silent)
+        more = tuple(buttons(events, chat_id, lang)) if buttons is not None and url != web_url else ()
+        return Rendered(text, short, url, silent=silent, buttons=more)
 
     return render_for_chat
 
 
 def build_sender(settings: Settings, store: Store, bot: Bot, *, zone: Callable[[], ZoneInfo],
                  open_button_text: str | Callable[[int], str], language: Callable[[int], str] | None = None,
-                 audience: Audience | None = None) -> Sender:
+                 audience: Audience | None = None, buttons: Buttons | None = None) -> Sender:
     """The Sender as configured by [delivery], [[routes]] and telegram.admin_ids; `language` and `audience`
     (issue 6) add per-chat languages and the mutes and snoozes chats asked for."""
     delivery = settings.delivery
@@ -54,7 +56,7 @@ def build_sender(settings: Settings, store: Store, bot: Bot, *, zone: Callable[[
     return Sender(
         bot=bot,
         store=store,
-        render=make_renderer(settings, zone, store, language=language),
+        render=make_renderer(settings, zone, store, language=language, buttons=buttons),
         admin_ids=settings.telegram.admin_ids,
         open_button_text=button,
         coalesce_window=timedelta(seconds=delivery.coalesce_seconds),

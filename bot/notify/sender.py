@@ -117,6 +117,7 @@ class Rendered:
     fallback_html: str
     url: str | None
     silent: bool = False
+    buttons: tuple[tuple[str, str], ...] = ()  # more buttons (text, callback data) in a row under the link (issue 13)
 
 
 @dataclass(frozen=True)
@@ -622,7 +623,8 @@ class Sender:
         markup = None
         if rendered.url:  # the button goes on every message and stays on every edit
             button = InlineKeyboardButton(text=self.open_button_text(chat_id), url=rendered.url)
-            markup = InlineKeyboardMarkup(inline_keyboard=[[button]])
+            more = [InlineKeyboardButton(text=text, callback_data=data) for text, data in rendered.buttons]
+            markup = InlineKeyboardMarkup(inline_keyboard=[[button], *([more] if more else [])])
         async with self._slots():
             if edit_id is None:
                 message = await self.bot.send_message(

@@ -41,6 +41,7 @@ from bot.planfix.xmlparse import (
     parse_task_page,
     parse_user,
     parse_user_page,
+    shape_error,
 )
 
 log = structlog.get_logger(__name__)
@@ -393,6 +394,33 @@ class PlanfixClient:
                 statuses.setdefault(status.id, status)
         return statuses
 
+    async def status_set(self, set_id: int) -> list[Status]:
+        """The statuses of one process (taskStatus.getListOfSet), in Planfix's order."""
+        page = await self._fetch(
+            "taskStatus.getListOfSet", [("taskStatusSet", [("id", set_id)])], lambda r: parse_status_page(r, set_id)
+        )
+        return list(page.items)
+
+    async def action_add(
+        self,
+        *,
+        task_id: int,
+        description: str,
+        new_status: int | None = None,
+        owner: int | None = None,
+    ) -> int:
+        """action.add (PLANFIX-API.md §16): a comment (`description` is Planfix HTML) on the task with this internal
+        id, optionally changing its status (`taskNewStatus`) and authored by `owner` (default: the API user).
+        Returns the new action's id. A write: the caller decides about retries (never blindly: it may have been
+        made although the answer was lost)."""
+        action: list[Param] = [
+            ("description", description),
+            ("task", [("id", task_id)]),
+            ("taskNewStatus", new_status),
+            ("owner", [("id", owner)] if owner is not None else None),
+        ]
+        return await self._fetch("action.add", [("action", action)], _added_action_id)
+
     def _task_page(self, response: Element) -> Page[Task]:
         return parse_task_page(response, self.api_timezone)
 
@@ -484,6 +512,14 @@ def param_text(value: str | int | bool | date | datetime, tz: tzinfo) -> str:
     if isinstance(value, (int, str)):
         return str(value)
     raise TypeError(f"unsupported Planfix parameter type: {type(value).__name__}")
+
+
+def _added_action_id(response: Element) -> int:
+    """The id in action.add's `<action><id>N</id></action>` answer."""
+    raw = (child(child(response, "action"), "id").text or "").strip()
+    if not raw.isdigit() or int(raw) <= 0:
+        raise shape_error(f"action.add answered an action id {raw[:20]!r}", "action.add")
+    return int(raw)
 
 
 def _unique_by_id(items: Iterable[T]) -> list[T]:

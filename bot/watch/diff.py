@@ -151,6 +151,7 @@ def _event(kind: str, key: str, snap: Snapshot, at: datetime, actor: Action | No
         actor_id=owner.id if owner else None,
         actor_name=owner.name if owner else None,
         participants=snap.participants,
+        action_id=actor.id if actor else None,
     )
 
 

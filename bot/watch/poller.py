@@ -122,6 +122,8 @@ class Poller:
     max_event_age: timedelta | None = None  # older events are folded into a digest, never replayed
     catchup_after: timedelta = timedelta(minutes=5)  # a feed window longer than this is a catch-up poll
     statuses: dict[int, Status] = field(default_factory=dict)
+    # Issue 13: who really made the actions we wrote from Telegram (Planfix may record the API user).
+    attribute: Callable[[list[Action]], list[Action]] | None = None
     _held: set[int] = field(default_factory=set)  # changes seen before their action: decided on the next poll
     api_user_id: int | None = None
     api_timezone: str | None = None
@@ -225,6 +227,8 @@ class Poller:
             actions = await self.client.action_list_by_period(cursor - self.overlap, now)
         unseen = self.store.unseen_action_ids(a.id for a in actions)
         fresh = [a for a in actions if a.id in unseen]
+        if self.attribute is not None:
+            fresh = self.attribute(fresh)
         # Tasks held back last time are fetched again even if the feed shows nothing new for them.
         touched = list(dict.fromkeys([*self._held, *(a.task_id for a in fresh if a.task_id)]))
         with priority(Priority.ENRICH):
