@@ -168,3 +168,31 @@ def test_snapshot_round_trip():
     """Snapshots are stored as JSON and come back equal."""
     snap = stored(task())
     assert Snapshot.from_data(snap.to_data()) == snap
+
+
+# --- hasDeadline (issue 10, item 3) -----------------------------------------------------------------------------
+
+REJECTED = {**STATUSES, 6: Status(6, "Отклоненная", is_active=True, has_deadline=False)}
+
+
+def test_an_active_status_without_has_deadline_never_falls_due():
+    """A status Planfix keeps active but tracks no deadline in (a real account's "rejected") gives no overdue
+    notice and no reminder, however long ago the deadline passed."""
+    from bot.watch.diff import Lead, deadline_events
+
+    snap = baseline(task(status=6, deadline=Deadline(NOW + timedelta(minutes=30))), REJECTED, NOW)
+    assert snap.is_active and not snap.has_deadline and not snap.tracks_deadline
+    later = deadline_events(snap, NOW + timedelta(days=3), leads=[Lead.parse("1h")])
+    assert later.events == []
+    assert deadline_events(snap, NOW, leads=[Lead.parse("1h")]).events == []
+
+
+def test_moving_a_task_into_a_status_without_deadlines_disarms_overdue_and_back_rearms_it():
+    """Rejecting a task with a passed deadline announces the status change only; reopening it announces the
+    status change and then the overdue notice, as the deadline counts again."""
+    late = task(deadline=Deadline(NOW - timedelta(hours=1)))
+    snap = diff_task(stored(task()), 1, task(status=6), statuses=REJECTED, now=NOW).snapshot
+    rejected = diff_task(snap, 2, dataclasses.replace(late, status=6), statuses=REJECTED, now=NOW)
+    assert [e.kind for e in rejected.events] == [DEADLINE]
+    reopened = diff_task(rejected.snapshot, 3, dataclasses.replace(late, status=2), statuses=REJECTED, now=NOW)
+    assert [e.kind for e in reopened.events] == [STATUS, OVERDUE]

@@ -28,15 +28,16 @@ DATETIME_FORMAT = "%d-%m-%Y %H:%M"
 MAX_PAGE_SIZE = 100
 API_USER_ID = 1
 
-# The default process: (id, ru, en, is_active). Numeric ids are our guess (PLANFIX-API.md §6.1, UNCONFIRMED).
+# The default process: (id, ru, en, is_active, has_deadline). Numeric ids are our guess (PLANFIX-API.md §6.1,
+# UNCONFIRMED). As on a real account (§16), "Rejected" counts as active but Planfix tracks no deadline in it.
 DEFAULT_STATUSES = (
-    (1, "Новая", "New", True),
-    (2, "В работе", "In progress", True),
-    (3, "Завершенная", "Completed", False),
-    (4, "Отложенная", "Postponed", True),
-    (5, "Выполненная", "Done", False),
-    (6, "Отклоненная", "Rejected", True),
-    (7, "Отмененная", "Canceled", False),
+    (1, "Новая", "New", True, True),
+    (2, "В работе", "In progress", True, True),
+    (3, "Завершенная", "Completed", False, False),
+    (4, "Отложенная", "Postponed", True, True),
+    (5, "Выполненная", "Done", False, False),
+    (6, "Отклоненная", "Rejected", True, False),
+    (7, "Отмененная", "Canceled", False, False),
 )
 DEFAULT_SET_ID = 2
 FAULT_KINDS = frozenset({"http500", "http502", "hang", "malformed", "billion_laughs", "oversized", "drop"})
@@ -83,6 +84,7 @@ class FakeStatus:
     set_id: int
     is_active: bool = True
     en_name: str | None = None
+    has_deadline: bool = True  # hasDeadline: Planfix tracks deadlines in this status
 
 
 @dataclass
@@ -142,8 +144,8 @@ class FakeAccount:
         self._action_ids = itertools.count(6_379_001)
         self.add_user(API_USER_ID, "Planfix", "Bot", login=login, timezone=timezone, role="ADMIN")
         self.status_sets[DEFAULT_SET_ID] = "Стандартный процесс"
-        for status_id, ru, en, active in DEFAULT_STATUSES:
-            self.add_status(status_id, ru, is_active=active, en_name=en)
+        for status_id, ru, en, active, has_deadline in DEFAULT_STATUSES:
+            self.add_status(status_id, ru, is_active=active, en_name=en, has_deadline=has_deadline)
 
     @property
     def tz(self) -> ZoneInfo:
@@ -181,9 +183,10 @@ class FakeAccount:
         set_id: int = DEFAULT_SET_ID,
         is_active: bool = True,
         en_name: str | None = None,
+        has_deadline: bool = True,
     ) -> None:
         self.status_sets.setdefault(set_id, f"Процесс {set_id}")
-        self.statuses[id] = FakeStatus(id, name, set_id, is_active, en_name)
+        self.statuses[id] = FakeStatus(id, name, set_id, is_active, en_name, has_deadline)
 
     def add_task(
         self,
@@ -447,7 +450,7 @@ def render_status(parent: Element, status: FakeStatus) -> None:
     _sub(node, "name", status.name)
     _sub(node, "color", "#999999")
     _sub(node, "isActive", _flag(status.is_active))
-    _sub(node, "hasDeadline", 1)
+    _sub(node, "hasDeadline", _flag(status.has_deadline))
     texts = _sub(node, "texts")
     for lang, name in (("Ru", status.name), ("En", status.en_name)):
         if name:

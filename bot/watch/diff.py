@@ -38,6 +38,14 @@ class Snapshot:
     worker_groups: tuple[str, ...] = ()  # names of assignee groups
     # str(user id) -> display name, for the owner, the assignees and the auditors
     names: dict[str, str] = dataclasses.field(default_factory=dict, hash=False)
+    # Issue 10: the status's `hasDeadline` — whether Planfix tracks the deadline in it (a rejected status can be
+    # active). Rows stored before it existed count as tracked, as before.
+    has_deadline: bool = True
+
+    @property
+    def tracks_deadline(self) -> bool:
+        """Whether this task can fall due: an active status that keeps deadlines."""
+        return self.is_active and self.has_deadline
 
     def to_data(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -102,6 +110,12 @@ def status_is_active(statuses: Mapping[int, Status], status_id: int) -> bool:
     return status.is_active if status else True
 
 
+def status_has_deadline(statuses: Mapping[int, Status], status_id: int) -> bool:
+    # Same reasoning as status_is_active: an unknown status keeps its deadline.
+    status = statuses.get(status_id)
+    return status.has_deadline if status else True
+
+
 def snapshot_of(
     task: Task, statuses: Mapping[int, Status], *, overdue_for: str | None = None, reminded: tuple[str, ...] = ()
 ) -> Snapshot:
@@ -112,6 +126,7 @@ def snapshot_of(
         status=task.status,
         status_name=status_name(statuses, task.status),
         is_active=status_is_active(statuses, task.status),
+        has_deadline=status_has_deadline(statuses, task.status),
         deadline=task.deadline.to_json() if task.deadline else None,
         deadline_due=task.deadline.due.timestamp() if task.deadline else None,
         project_id=task.project.id if task.project else None,
@@ -155,8 +170,9 @@ def _event(kind: str, key: str, snap: Snapshot, at: datetime, actor: Action | No
 
 
 def is_overdue_now(snap: Snapshot, now: datetime, *, planfix_says_overdue: bool = False) -> bool:
-    """Whether an overdue notice is due: active, has a deadline that passed (or Planfix flags it), not yet told."""
-    if not snap.is_active or snap.deadline is None or snap.overdue_for == snap.deadline:
+    """Whether an overdue notice is due: in a status that tracks deadlines (active and `hasDeadline`), has a
+    deadline that passed (or Planfix flags it), not yet told."""
+    if not snap.tracks_deadline or snap.deadline is None or snap.overdue_for == snap.deadline:
         return False
     passed = snap.deadline_due is not None and snap.deadline_due <= now.timestamp()
     return passed or planfix_says_overdue
@@ -184,7 +200,7 @@ def _reminder_mark(lead: Lead, snap: Snapshot) -> str:
 
 def open_leads(snap: Snapshot, now: datetime, leads: Sequence[Lead]) -> list[Lead]:
     """The leads whose window is open now (deadline ahead, closer than the lead), shortest first."""
-    if not snap.is_active or snap.deadline is None or snap.deadline_due is None:
+    if not snap.tracks_deadline or snap.deadline is None or snap.deadline_due is None:
         return []
     left = snap.deadline_due - now.timestamp()
     if left <= 0:
