@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
+
 from bot.events import OVERDUE, STATUS
+from bot.planfix.errors import PlanfixError
 from bot.watch.diff import parse_leads
 from tests.test_detection import ANNA, BORIS, world  # noqa: F401  (the fixture)
 
@@ -29,3 +32,67 @@ async def test_a_rejected_task_that_planfix_keeps_active_never_becomes_overdue(w
     world.clock.advance(seconds=30)
     events = (await poller.poll_once()).events
     assert [(e.kind, e.task_id) for e in events] == [(STATUS, rejected.id), (OVERDUE, rejected.id)]
+
+
+# --- item 6: any size completes -----------------------------------------------------------------------------------
+
+def _requests(world, method: str) -> int:  # noqa: F811
+    return len(world.pf.requests_for(method))
+
+
+async def _until_caught_up(world, job, poller, *, steps: int) -> int:  # noqa: F811
+    """Run the poll job until the first start or catch-up completes; returns how many steps it took."""
+    for step in range(1, steps + 1):
+        await world.run(job)
+        if poller.caught_up:
+            return step
+    raise AssertionError(f"not caught up after {steps} steps: {poller.progress}")
+
+
+async def test_a_30000_task_first_start_with_a_short_step_timeout_still_completes(world):  # noqa: F811
+    """30,000 tasks (300 pages) under a 1 s step: each step commits its pages and stops at half the timeout, the
+    next continues; every task is remembered once, silently, with about one request per page."""
+    for i in range(30_000):
+        world.pf.add_task(title=f"T{i}", owner=ANNA, workers=(BORIS,), record_action=False)
+    poller = world.poller(poll_timeout=1.0)
+    detection = world.detection(poller)
+    poll = detection.job("poll")
+    poll.timeout = 1.0
+    steps = await _until_caught_up(world, poll, poller, steps=200)
+    assert steps > 1 and poll.results["ok"] == steps  # never timed out, never started again
+    assert world.store.snapshot_count() == 30_000 and world.rows() == []
+    assert _requests(world, "task.getList") <= 300 * 1.1
+    assert poller.progress is None and world.store.get_meta("baseline_state") == ""
+
+
+async def test_an_interrupted_first_start_continues_from_its_page_after_a_restart(world):  # noqa: F811
+    """A first start killed after some pages (here: a step timeout, then a new process on the same state file)
+    reads only the pages it had not committed; /status and systemd see its progress meanwhile."""
+    from tests.test_detection import World
+
+    for i in range(1_000):
+        world.pf.add_task(title=f"T{i}", owner=ANNA, record_action=False)
+    first = world.poller()
+    original = world.pf._task_get_list
+    calls = {"n": 0}
+
+    def dies_at_page_5(doc):  # the process is killed while page 5 is on its way
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise RuntimeError("killed")
+        return original(doc)
+
+    world.pf._methods["task.getList"] = dies_at_page_5
+    with pytest.raises(PlanfixError):
+        await first.poll_once()
+    world.pf._methods["task.getList"] = original
+    assert world.store.snapshot_count() == 400
+    restarted = World(world.pf, world.clock, world.store, world.client).poller()
+    progress = restarted.resume_progress()
+    assert (progress.kind, progress.done, progress.total) == ("first_start", 400, 1_000)
+    assert "400 of 1,000 tasks" in progress.line()
+    before = _requests(world, "task.getList")
+    await restarted.poll_once()
+    assert world.store.snapshot_count() == 1_000
+    assert _requests(world, "task.getList") - before == 6  # pages 5..10, nothing read twice
+    assert restarted.caught_up and restarted.resume_progress() is None

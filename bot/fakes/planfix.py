@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import bisect
 import binascii
 import dataclasses
 import itertools
@@ -142,6 +143,12 @@ class FakeAccount:
         self._generals = itertools.count(1001)
         self._generals_used: set[int] = set()  # Planfix never reuses a task number, even after deletion
         self._action_ids = itertools.count(6_379_001)
+        # Large accounts (30,000+ tasks) must page in linear time overall: a generation counter, bumped by every
+        # verb, lets list answers be computed once per state; actions keep their minute keys for bisecting.
+        self.generation = 0
+        self._action_minutes: list[float] = []
+        self._actions_ordered = True
+        self._checked = 0
         self.add_user(API_USER_ID, "Planfix", "Bot", login=login, timezone=timezone, role="ADMIN")
         self.status_sets[DEFAULT_SET_ID] = "Стандартный процесс"
         for status_id, ru, en, active, has_deadline in DEFAULT_STATUSES:
@@ -187,6 +194,7 @@ class FakeAccount:
     ) -> None:
         self.status_sets.setdefault(set_id, f"Процесс {set_id}")
         self.statuses[id] = FakeStatus(id, name, set_id, is_active, en_name, has_deadline)
+        self.generation += 1
 
     def add_task(
         self,
@@ -227,6 +235,7 @@ class FakeAccount:
         )
         self.tasks[task.id] = task
         self._generals_used.add(task.general)
+        self.generation += 1
         if record_action:
             # Real TASKCREATED actions carry the initial deadline as an old = new change (GO fixture).
             change = (deadline, deadline) if deadline is not None else None
@@ -275,10 +284,12 @@ class FakeAccount:
         for name, value in fields.items():
             setattr(task, name, value)
         self._generals_used.add(task.general)
+        self.generation += 1
 
     def delete_task(self, task_id: int) -> None:
         """Remove the task (task.get then answers 3001); its past actions stay in the feed."""
         del self.tasks[task_id]
+        self.generation += 1
 
     def task(self, task_id: int) -> FakeTask:
         return self.tasks[task_id]
@@ -305,7 +316,27 @@ class FakeAccount:
             **details,  # type: ignore[arg-type]
         )
         self.actions.append(action)
+        if len(self._action_minutes) == len(self.actions) - 1:
+            self._action_minutes.append(_minute(action.at).timestamp())
+        self.generation += 1
         return action
+
+    def actions_between(self, start: datetime, end: datetime) -> list[FakeAction]:
+        """Actions whose minute lies in [start, end]: bisected while the feed is in time order (the clock only
+        moves forward), scanned otherwise."""
+        if len(self._action_minutes) != len(self.actions):  # first call, or the list was edited directly
+            self._action_minutes = [_minute(a.at).timestamp() for a in self.actions]
+            self._actions_ordered = all(a <= b for a, b in itertools.pairwise(self._action_minutes))
+        elif self._action_minutes and self._checked < len(self._action_minutes):
+            tail = self._action_minutes[max(0, self._checked - 1):]
+            self._actions_ordered = self._actions_ordered and all(a <= b for a, b in itertools.pairwise(tail))
+        self._checked = len(self._action_minutes)
+        if not self._actions_ordered:
+            return [a for a in self.actions if start <= _minute(a.at) <= end]
+        keys = self._action_minutes
+        low = bisect.bisect_left(keys, start.timestamp())
+        high = bisect.bisect_right(keys, end.timestamp())
+        return self.actions[low:high]
 
 
 def _check_due(value: object) -> None:
@@ -571,6 +602,7 @@ class FakePlanfix(FakeAccount):
         self.clamp_page_size = False
         self.url = ""
         self._injected: list[_Injected] = []
+        self._list_cache: dict[tuple[str, str], tuple[int, list[FakeTask]]] = {}
         self._runner: web.AppRunner | None = None
         self._last_arrival: float | None = None
         self._methods: dict[str, Callable[[Element], Element]] = {
@@ -785,7 +817,14 @@ class FakePlanfix(FakeAccount):
         return root
 
     def _task_get_list(self, doc: Element) -> Element:
-        tasks = [t for t in sorted(self.tasks.values(), key=lambda t: t.id) if self._task_matches(t, doc)]
+        # Computed once per account state and query (page 1 always recomputes), so paging is linear overall.
+        key = (_text(doc, "target"), _text(doc, "filter"))
+        cached = self._list_cache.get(key)
+        if cached is None or cached[0] != self.generation or (_int_param(doc, "pageCurrent") or 1) == 1:
+            cached = (self.generation, [t for t in sorted(self.tasks.values(), key=lambda t: t.id)
+                                        if self._task_matches(t, doc)])
+            self._list_cache = {key: cached}
+        tasks = cached[1]
         return self._paged(doc, "tasks", tasks, lambda parent, t: render_task(parent, t, self, with_people=False))
 
     def _task_matches(self, task: FakeTask, doc: Element) -> bool:
@@ -824,11 +863,7 @@ class FakePlanfix(FakeAccount):
         end = self._date_param(doc, "toDate", end_of_day=True)
         task_id = _int_param(doc, "task/id")
         # Planfix dates have minute resolution, so compare whole minutes; both bounds inclusive (UNCONFIRMED).
-        actions = [
-            a
-            for a in self.actions
-            if start <= _minute(a.at) <= end and (task_id is None or a.task_id == task_id)
-        ]
+        actions = [a for a in self.actions_between(start, end) if task_id is None or a.task_id == task_id]
         return self._actions_page(doc, actions)
 
     def _actions_page(self, doc: Element, actions: list[FakeAction]) -> Element:

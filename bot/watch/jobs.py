@@ -290,7 +290,7 @@ class Detection:
             before = sum(budget.granted[p] for p in (Priority.FEED, Priority.ENRICH))
             steady = poller.caught_up  # start-up (user, statuses) and the first-start baseline are one-offs
             result = await poller.poll_once()
-            if steady and not result.baseline:
+            if steady and not result.baseline and not result.more:
                 pacer.observe(sum(budget.granted[p] for p in (Priority.FEED, Priority.ENRICH)) - before)
 
         started = clock()
@@ -304,7 +304,9 @@ class Detection:
             poller.check_deadlines()
 
         jobs = [
-            BackgroundJob("poll", poll_step, interval=pacer.interval, lock=lock, **common),
+            # A first start or catch-up that stopped at its time slice (progress committed) goes on at once.
+            BackgroundJob("poll", poll_step, interval=lambda: 0.0 if poller.more else pacer.interval(), lock=lock,
+                          **common),
             BackgroundJob("deadlines", deadline_step, interval=lambda: deadline_every, ready=deadlines_ready,
                           lock=asyncio.Lock(), uses_planfix=False, **common),
         ]
