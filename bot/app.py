@@ -117,7 +117,7 @@ class Daemon:
             settings=settings, client=client, store=store, prefs=prefs, tasks=TaskIndex(store.db), zone=zone,
             statuses=lambda: poller.statuses, last_poll=lambda: poller.last_success,
             poll_interval=pacer.interval if pacer else (lambda: settings.poll.interval_seconds),
-            problem=lambda: detection.problem, wake_sender=sender.wake,
+            problem=lambda: detection.problem, wake_sender=sender.wake, progress=poller.resume_progress,
             sender_counts=lambda: (sender.sent, sender.failed),
         )
         dispatcher = Dispatcher()
@@ -248,19 +248,23 @@ class Daemon:
     def health_line(self) -> str:
         """One line for systemd's STATUS= and for logs: last poll, outbox, sends."""
         last = self.poller.last_success
+        progress = self.poller.resume_progress()
         polled = f"last poll {last:%H:%M:%S} UTC" if last else "no successful poll yet"
+        if progress is not None:
+            polled = f"{progress.line()}; {polled}"
         pending = self.store.outbox_counts().get("pending", 0)
         return f"{polled}; {pending} messages queued; {self.sender.sent} sent, {self.sender.failed} failed"
 
     async def _service_heartbeat(self, notifier: SystemdNotifier) -> None:
-        """READY=1 after the first successful poll, then STATUS= and WATCHDOG=1 from the event loop, so that
-        a blocked loop stops the pings and systemd restarts the service."""
+        """READY=1 after the first successful poll — or as soon as a long first start or catch-up is under way
+        (it may take longer than TimeoutStartSec; STATUS= then says how far it got) — then STATUS= and WATCHDOG=1
+        from the event loop, so that a blocked loop stops the pings and systemd restarts the service."""
         if not notifier.enabled:
             return
         period = min(5.0, (notifier.watchdog_seconds or 10.0) / 2)
         ready = False
         while True:
-            if not ready and self.poller.last_success is not None:
+            if not ready and (self.poller.last_success is not None or self.poller.progress is not None):
                 ready = notifier.ready(self.health_line())
             elif ready:
                 notifier.status(self.health_line())
