@@ -189,8 +189,9 @@ class UserLink(_Section):
 
 class Route(_Section):
     chat_id: int
-    # "reminder" (poll.remind_before) is opt-in per route; linked users get reminders about their tasks anyway.
-    events: list[Literal["status", "deadline", "overdue", "reminder"]] = list(EVENT_KINDS)
+    # "reminder" (poll.remind_before) and "assigned" are opt-in per route; linked users get reminders about their
+    # tasks and their own assignments anyway.
+    events: list[Literal["status", "deadline", "overdue", "reminder", "assigned"]] = list(EVENT_KINDS)
     projects: list[int] = []
     quiet_hours: str | None = None
     timezone: str | None = None  # quiet_hours are read in this zone; default: the display zone

@@ -140,3 +140,64 @@ async def test_a_catchup_after_three_days_down_is_read_in_committed_subwindows_a
     # 2,000 tasks = 20 getMulti; a card read during the catch-up is not read again for later actions, but that
     # memory does not survive the restart, so the second process may read each card once more.
     assert cards <= 2 * 20 + 12, cards
+
+
+# --- item 7: tasks created while we watch are not silent ----------------------------------------------------------
+
+ANNA_TG, BORIS_TG = 100, 101
+
+
+def _routed(world, routes):  # noqa: F811
+    from bot.config import Route, UserLink
+    from bot.notify.routing import deliveries
+    from tests.test_detection import MSK
+
+    users = [UserLink(telegram_id=ANNA_TG, planfix_id=ANNA), UserLink(telegram_id=BORIS_TG, planfix_id=BORIS)]
+    routes = [Route(**r) for r in routes]
+    return lambda event, now: deliveries(event, now, routes=routes, users=users, zone=MSK)
+
+
+def _sent(world):  # noqa: F811
+    """(event kind, chat) of every queued row, in order."""
+    return [(r["event_key"].split(":")[0], r["chat_id"]) for r in world.rows()]
+
+
+async def test_a_task_created_and_moved_on_between_two_polls_is_announced_and_its_assignee_told(world):  # noqa: F811
+    """Boris creates a task for Anna and moves it to "in progress" and its deadline, all between two polls: the
+    team chat hears the status and deadline changes, Anna also hears she was assigned; Boris hears nothing of
+    his own doing; a route opting in to `assigned` hears of the assignment too."""
+    from bot.events import ASSIGNED, DEADLINE
+
+    poller = world.poller(route=_routed(world, [{"chat_id": -1}, {"chat_id": -2, "events": ["assigned"]}]))
+    await poller.poll_once()  # first start: nothing yet
+    world.clock.advance(seconds=10)
+    due = (world.clock.now + timedelta(days=1)).replace(second=0)
+    task = world.pf.add_task(title="New", owner=BORIS, workers=(ANNA,), deadline=due)
+    world.pf.change_status(task.id, 2, by=BORIS)
+    world.pf.change_deadline(task.id, due + timedelta(days=2), by=BORIS)
+    world.clock.advance(seconds=30)
+    await poller.poll_once()
+    assert sorted(_sent(world)) == sorted([
+        (STATUS, -1), (STATUS, ANNA_TG), (DEADLINE, -1), (DEADLINE, ANNA_TG), (ASSIGNED, ANNA_TG), (ASSIGNED, -2),
+    ])
+
+
+async def test_a_linked_user_added_as_assignee_of_an_existing_task_is_told_unless_they_did_it(world):  # noqa: F811
+    """An existing task gets Anna as assignee (by Boris): Anna gets `assigned`; routes not asking for it hear
+    nothing. Boris adding himself is not told to Boris."""
+    from bot.events import ASSIGNED
+
+    task = world.pf.add_task(title="Old", owner=BORIS)
+    poller = world.poller(route=_routed(world, [{"chat_id": -1}]))
+    await poller.poll_once()
+    world.clock.advance(seconds=30)
+    world.pf.edit_task_silently(task.id, workers=(ANNA,))
+    world.pf.add_comment(task.id, "Anna, please take it", by=BORIS)
+    world.clock.advance(seconds=30)
+    await poller.poll_once()
+    assert _sent(world) == [(ASSIGNED, ANNA_TG)]
+    world.pf.edit_task_silently(task.id, workers=(ANNA, BORIS))
+    world.pf.add_comment(task.id, "me too", by=BORIS)
+    world.clock.advance(seconds=30)
+    await poller.poll_once()
+    assert _sent(world) == [(ASSIGNED, ANNA_TG)]

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
 
-from bot.events import DAILY, DEADLINE, DIGEST, OVERDUE, REMINDER, STATUS, Event
+from bot.events import ASSIGNED, DAILY, DEADLINE, DIGEST, OVERDUE, REMINDER, STATUS, Event
 from bot.notify.planfix_html import planfix_html_to_telegram, truncate, utf16_len
 from bot.planfix.models import Deadline, PersonRef, Task
 
@@ -55,6 +55,7 @@ TEXTS: dict[str, dict[str, str]] = {
         "untitled": "(без названия)",
         "too_long": "Сообщение не поместилось в Telegram — подробности в задаче:",
         "reminder": "Срок через {lead}: {deadline}",
+        "assigned": "Новый исполнитель",
         "reminder_soon": "Скоро срок: {deadline}",
         "earlier": "…и ещё {n} {changes} раньше",
         "digest": "Пока бот не работал: {n} {changes}",
@@ -85,6 +86,7 @@ TEXTS: dict[str, dict[str, str]] = {
         "untitled": "(untitled)",
         "too_long": "The message didn't fit into Telegram — see the task:",
         "reminder": "Deadline in {lead}: {deadline}",
+        "assigned": "New assignee",
         "reminder_soon": "Deadline soon: {deadline}",
         "earlier": "…and {n} earlier {changes}",
         "digest": "While the bot was away: {n} {changes}",
@@ -97,7 +99,8 @@ TEXTS: dict[str, dict[str, str]] = {
         "daily_today": "Due today",
     },
 }
-ICONS = {STATUS: "🔄", DEADLINE: "📅", OVERDUE: "⏰", REMINDER: "⏳", DIGEST: "🗂", DAILY: "🗓", "card": "📋",
+ICONS = {STATUS: "🔄", DEADLINE: "📅", OVERDUE: "⏰", REMINDER: "⏳", ASSIGNED: "👤", DIGEST: "🗂", DAILY: "🗓",
+         "card": "📋",
          "other": "🔔"}
 
 _DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -245,6 +248,8 @@ def _change_line(event: Event, lang: str, tz: ZoneInfo) -> str:
     if event.kind == STATUS:
         old = event.old_value or ""
         return f"{texts['status']}: {_transition(old, event.new_value or '—')}"
+    if event.kind == ASSIGNED:
+        return f"{texts['assigned']}: <b>{_value(event.new_value or '—')}</b>"
     return f"{_value(event.kind)}: {_transition(event.old_value or '', event.new_value or '—')}"
 
 

@@ -8,8 +8,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from bot.events import DEADLINE, OVERDUE, REMINDER, STATUS, Event
-from bot.planfix.models import Action, Status, Task
+from bot.events import ASSIGNED, DEADLINE, OVERDUE, REMINDER, STATUS, Event
+from bot.planfix.models import Action, PersonRef, Status, Task
+
+CREATED = "TASKCREATED"
 
 
 @dataclass(frozen=True)
@@ -255,6 +257,39 @@ def baseline(task: Task, statuses: Mapping[int, Status], now: datetime, leads: S
     return mark_reminded(snap, open_leads(snap, now, leads))
 
 
+def origin(task: Task, actions: Sequence[Action]) -> Task:
+    """The task as it was before these actions, as far as they tell: the status before its first status change,
+    the deadline before its first deadline change, and no assignees if the task was created among them."""
+    mine = sorted((a for a in actions if a.task_id == task.id), key=lambda a: (a.at, a.id))
+    statuses = [a.status_change for a in mine if a.status_change is not None]
+    # TASKCREATED carries the initial deadline as an old = new "change": not a change.
+    deadlines = [a.deadline_change for a in mine if a.deadline_change is not None and a.type != CREATED]
+    created = any(a.type == CREATED for a in mine)
+    workers: tuple[PersonRef, ...] = () if created else task.workers
+    return dataclasses.replace(
+        task,
+        status=statuses[0].old if statuses else task.status,
+        deadline=deadlines[0].old if deadlines else task.deadline,
+        workers=workers,
+    )
+
+
+def first_sight(
+    task: Task,
+    *,
+    statuses: Mapping[int, Status],
+    actions: Sequence[Action],
+    now: datetime,
+    leads: Sequence[Lead] = (),
+) -> TaskDiff:
+    """A task first seen in the feed after the first start (created, or shown to us, since the last poll): its
+    state before the feed's actions is remembered silently, then the changes the actions made are diffed like
+    any other — so a task created and moved on between two polls is not silent. With no such actions (the
+    sweep's first sight, which has none) nothing is announced."""
+    before = baseline(origin(task, actions), statuses, now, leads)
+    return diff_task(before, 0, task, statuses=statuses, actions=actions, now=now, leads=leads)
+
+
 def diff_task(
     old: Snapshot | None,
     revision: int,
@@ -284,6 +319,13 @@ def diff_task(
         events.append(_event(DEADLINE, key, new, now, actor, old.deadline, new.deadline))
         # The deadline notice already says how close it is: reminders whose window is open now are passed over.
         new = mark_reminded(new, open_leads(new, now, leads))
+    for user_id in (w for w in new.workers if w not in old.workers):
+        # Planfix's actions do not say who added an assignee; the task's latest action in the window is the
+        # best guess (the assigner, usually), so a person who assigns themselves is not told.
+        actor = _latest(actions, task_id=task.id, attr="id")
+        key = f"{ASSIGNED}:{task.id}:{revision}:{user_id}"
+        name = new.names.get(str(user_id)) or f"#{user_id}"
+        events.append(dataclasses.replace(_event(ASSIGNED, key, new, now, actor, None, name), subject_id=user_id))
     # Planfix's own flag is trusted only while the deadline stands; right after a move it may be stale.
     flagged = task.is_overdue and new.deadline == old.deadline
     timed = deadline_events(new, now, leads=leads, revision=revision, planfix_says_overdue=flagged)

@@ -25,7 +25,7 @@ from bot.planfix.client import MAX_PAGE_SIZE, PlanfixClient, is_last_page
 from bot.planfix.errors import PlanfixItemError
 from bot.planfix.models import Action, Status, Task
 from bot.watch.catchup import fold
-from bot.watch.diff import Lead, Snapshot, TaskDiff, baseline, deadline_events, diff_task
+from bot.watch.diff import Lead, Snapshot, TaskDiff, baseline, deadline_events, diff_task, first_sight
 from state.records import DeliveryRow, EventRow, PollCommit, StoredSnapshot
 from state.store import Store
 
@@ -412,7 +412,10 @@ class Poller:
         diffs = []
         for task in tasks:
             old = stored.get(task.id)
-            previous = Snapshot.from_data(old.data) if old else None
+            if old is None:  # after the first start a new task's changes in the feed are announced like any other
+                diffs.append(first_sight(task, statuses=self.statuses, actions=actions, now=now, leads=self.leads))
+                continue
+            previous = Snapshot.from_data(old.data)
             diffs.append(
                 diff_task(
                     previous, old.revision if old else 0, task, statuses=self.statuses, actions=actions, now=now,
