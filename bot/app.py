@@ -26,6 +26,7 @@ from bot.chat.digest import CHECK_EVERY, DIGEST_GRACE, DailyDigest
 from bot.chat.texts import texts
 from bot.config import ConfigError, Settings, load_settings
 from bot.events import Event
+from bot.notify import render
 from bot.notify.compose import build_sender
 from bot.notify.routing import deliveries
 from bot.notify.sender import Sender
@@ -108,6 +109,7 @@ class Daemon:
         detection = detection_from_settings(
             settings, client=client, store=store, route=route, notify_admins=sender.tell_admins,
             on_queued=sender.wake,
+            split_digest=lambda events: render.digest_parts(events, web_url=settings.planfix.task_web_url, tz=zone()),
         )
         poller = detection.poller
         holder["poller"] = poller

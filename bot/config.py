@@ -120,6 +120,9 @@ class PollSettings(_Section):
     remind_before: list[str] = []
     sweep_hours: float = Field(default=24, ge=0, le=24 * 7)
     catchup_digest_threshold: int = Field(default=10, ge=1, le=1000)
+    # Issue 10: a live poll (or deadline check) giving one chat more changes than this sends them as one grouped
+    # message (split only where Telegram's length limit forces it); 0 = never group live changes.
+    burst_threshold: int = Field(default=10, ge=0, le=1000)
     max_event_age_hours: float = Field(default=24, gt=0, le=24 * 30)
 
     @field_validator("remind_before")

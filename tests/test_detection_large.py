@@ -201,3 +201,50 @@ async def test_a_linked_user_added_as_assignee_of_an_existing_task_is_told_unles
     world.clock.advance(seconds=30)
     await poller.poll_once()
     assert _sent(world) == [(ASSIGNED, ANNA_TG)]
+
+
+# --- item 9: a burst is one message, live too ---------------------------------------------------------------------
+
+async def test_150_tasks_moved_at_once_reach_each_chat_as_one_grouped_message_naming_every_task(world):  # noqa: F811
+    """A bulk change in Planfix (150 tasks to another status within one poll) while running: the team chat and
+    Anna (assignee of all) each get one grouped message — in as few parts as Telegram's length limit forces —
+    that names every task and its change; nothing is cut ("and N more") and nothing is dropped. Boris, who made
+    the change, gets nothing. A smaller change still goes out one message per task."""
+    from zoneinfo import ZoneInfo
+
+    from bot.events import DIGEST, Event
+    from bot.notify.render import MESSAGE_LIMIT, _visible_len, digest_parts, render_event
+
+    web, zone = "https://acme.planfix.com", ZoneInfo("Europe/Moscow")
+    tasks = [world.pf.add_task(title=f"Landing page section {i} — copy, images and the «contact» form",
+                               owner=BORIS, workers=(ANNA,)) for i in range(150)]
+    poller = world.poller(route=_routed(world, [{"chat_id": -1}]), burst_threshold=10,
+                          split_digest=lambda events: digest_parts(events, web_url=web, tz=zone))
+    await poller.poll_once()
+    for task in tasks[:3]:
+        world.pf.change_status(task.id, 2, by=BORIS)
+    world.clock.advance(seconds=30)
+    await poller.poll_once()
+    assert sorted(_sent(world)) == sorted([(STATUS, -1), (STATUS, ANNA_TG)] * 3)  # under the threshold: one each
+    before = len(world.rows())
+    for task in tasks:
+        world.pf.change_status(task.id, 3, by=BORIS)
+    world.clock.advance(seconds=30)
+    result = await poller.poll_once()
+    assert len(result.events) == 150
+    rows = world.rows()[before:]
+    for chat in (-1, ANNA_TG):
+        keys = [r["event_key"] for r in rows if r["chat_id"] == chat]
+        assert all(k.startswith(f"{DIGEST}:") for k in keys) and 2 <= len(keys) <= 6, keys
+        parts = [Event.from_json(world.payload(k)) for k in keys]
+        named = [item["task_general"] for p in parts for item in p.items]
+        assert sorted(named) == sorted(t.general for t in tasks)  # every task, once
+        for index, part in enumerate(parts, 1):
+            for lang in ("ru", "en"):
+                text = render_event(part, lang=lang, tz=zone, web_url=web)
+                assert _visible_len(text) <= MESSAGE_LIMIT
+                assert "more" not in text and "ещё" not in text
+                assert f"({index}/{len(parts)})" in text
+            assert f"150 changes at once ({index}/{len(parts)})" in render_event(part, lang="en", tz=zone, web_url=web)
+            assert f"Сразу 150 изменений ({index}/{len(parts)})" in render_event(part, lang="ru", tz=zone, web_url=web)
+    assert not [r for r in rows if r["chat_id"] == BORIS_TG]

@@ -361,8 +361,10 @@ def detection_from_settings(
     notify_admins: NotifyAdmins | None = None,
     on_queued: Callable[[int], None] | None = None,
     clock: Callable[[], datetime] = utc_now,
+    split_digest: Any = None,
 ) -> Detection:
-    """Wire the detection side from validated settings (bot.config.Settings)."""
+    """Wire the detection side from validated settings (bot.config.Settings); `split_digest` (from the notify
+    layer) says where a long digest must become several messages."""
     from bot.watch.diff import parse_leads
 
     poll = settings.poll
@@ -376,6 +378,8 @@ def detection_from_settings(
         language=settings.display.language,
         leads=parse_leads(poll.remind_before),
         catchup_threshold=poll.catchup_digest_threshold,
+        burst_threshold=poll.burst_threshold or None,
+        split_digest=split_digest,
         max_event_age=timedelta(hours=poll.max_event_age_hours),
         catchup_after=timedelta(seconds=max(300.0, 10 * poll.interval_seconds)),
     )

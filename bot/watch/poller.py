@@ -24,7 +24,7 @@ from bot.planfix.budget import Priority, priority
 from bot.planfix.client import MAX_PAGE_SIZE, PlanfixClient, is_last_page
 from bot.planfix.errors import PlanfixItemError
 from bot.planfix.models import Action, Status, Task
-from bot.watch.catchup import fold
+from bot.watch.catchup import BURST, CATCHUP, Split, fold
 from bot.watch.diff import Lead, Snapshot, TaskDiff, baseline, deadline_events, diff_task, first_sight
 from state.records import DeliveryRow, EventRow, PollCommit, StoredSnapshot
 from state.store import Store
@@ -169,6 +169,8 @@ class Poller:
     language: str = "ru"  # status names in this language where Planfix has a translation
     leads: tuple[Lead, ...] = ()  # reminder lead times (poll.remind_before), shortest first
     catchup_threshold: int | None = None  # catch-up polls fold more rows than this per chat into a digest
+    burst_threshold: int | None = None  # other polls (and deadline checks) fold more rows than this per chat
+    split_digest: Split | None = None  # where a long digest must be split into several messages (notify layer)
     max_event_age: timedelta | None = None  # older events are folded into a digest, never replayed
     catchup_after: timedelta = timedelta(minutes=5)  # a feed window longer than this is a catch-up poll
     catchup_pages: int = 20  # a catch-up reads at most this many feed pages per committed sub-window
@@ -446,8 +448,8 @@ class Poller:
         events = changes.events
         deliveries = [row for e in events for row in self.route(e, now)]
         digests, deliveries = fold(
-            events, deliveries, now, threshold=self.catchup_threshold if catchup else None,
-            max_age=self.max_event_age,
+            events, deliveries, now, threshold=self.catchup_threshold if catchup else (self.burst_threshold or None),
+            max_age=self.max_event_age, why=CATCHUP if catchup else BURST, split=self.split_digest,
         )
         stored = self.store.snapshots(d.snapshot.task_id for d in changes.diffs)
         snapshots = [self._stored(d.snapshot, stored.get(d.snapshot.task_id)) for d in changes.diffs]
