@@ -689,6 +689,37 @@ async def simulate_large(loop: WarpLoop, tasks: int, actions: int, down_days: fl
     return first, catch, pf
 
 
+# The detection side catching up, its clock continuing from the fake's (the simulated end of the downtime).
+CATCHUP_WORKER = """
+import asyncio, signal, sys, time
+from datetime import datetime, timedelta
+import structlog
+structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
+from bot.planfix.budget import Budget
+from bot.planfix.client import PlanfixClient
+from bot.watch.jobs import Detection
+from bot.watch.poller import Poller
+from state.records import DeliveryRow
+from state.store import Store
+
+async def main(url, account, api_key, token, path, start):
+    t0, m0 = datetime.fromisoformat(start), time.monotonic()
+    clock = lambda: t0 + timedelta(seconds=time.monotonic() - m0)
+    store = Store.open(path)
+    client = PlanfixClient(url=url, account=account, api_key=api_key, token=token,
+                           budget=Budget(requests_per_second=50, daily=1_000_000, clock=clock))
+    poller = Poller(client=client, store=store, route=lambda e, now: [DeliveryRow(e.key, -1)], clock=clock,
+                    catchup_threshold=10, max_event_age=timedelta(hours=24))
+    detection = Detection.build(poller, interval=1, sweep_period=None, clock=clock)
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    await detection.run(stop)
+    await client.aclose()
+    store.close()
+
+asyncio.run(main(*sys.argv[1:]))
+"""
+
 CATCHUP_READY = """
 import sqlite3, sys
 db = sqlite3.connect(f"file:{sys.argv[1]}?mode=ro", uri=True)
@@ -704,8 +735,8 @@ async def catchup_rss(pf: TimedPlanfix, state: Path, after: str) -> float | None
     await pf.start()
     try:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", DETECTION_WORKER, pf.url, pf.account, pf.api_key, pf.token, str(state),
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+            sys.executable, "-c", CATCHUP_WORKER, pf.url, pf.account, pf.api_key, pf.token, str(state),
+            pf.now().isoformat(), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
         try:
             give_up = time.monotonic() + 300
             while time.monotonic() < give_up and proc.returncode is None:
@@ -738,8 +769,7 @@ def large_account(args: argparse.Namespace) -> int:
             print("… peak RSS of the detection side: first start, then catch-up (real time)", file=sys.stderr,
                   flush=True)
             first.rss_mb = asyncio.run(detection_rss(args.large_tasks, 1.0))
-            after = datetime.now(MSK).replace(year=2000).isoformat()  # any cursor written by the worker is later
-            catch.rss_mb = asyncio.run(catchup_rss(pf, keep, after))
+            catch.rss_mb = asyncio.run(catchup_rss(pf, keep, pf.now().isoformat()))
     print()
     print(f"planfix-bot on a large account: fake Planfix over loopback HTTP, 1 request/s, the 300 s step timeout; "
           f"simulated time ({real:.0f} s real)")

@@ -248,3 +248,46 @@ async def test_150_tasks_moved_at_once_reach_each_chat_as_one_grouped_message_na
             assert f"150 changes at once ({index}/{len(parts)})" in render_event(part, lang="en", tz=zone, web_url=web)
             assert f"Сразу 150 изменений ({index}/{len(parts)})" in render_event(part, lang="ru", tz=zone, web_url=web)
     assert not [r for r in rows if r["chat_id"] == BORIS_TG]
+
+
+async def test_a_long_first_start_tells_systemd_it_is_ready_and_how_far_it_got(tmp_path):
+    """`planfix-bot run` under systemd: while a first start is still paging (page 2 held up here), READY=1
+    already went out with a STATUS= saying how many tasks are remembered, so TimeoutStartSec cannot kill it."""
+    import asyncio
+    import socket
+
+    from bot.fakes.planfix import FakePlanfix
+    from bot.fakes.telegram import FakeTelegram
+    from tests.e2e import Daemon, count_requests, daemon_config, write_config
+
+    sock_path = tmp_path / "notify.sock"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    server.bind(str(sock_path))
+    server.setblocking(False)
+    received: list[str] = []
+    async with FakePlanfix() as pf, FakeTelegram() as tg:
+        for i in range(250):
+            pf.add_task(title=f"T{i}", record_action=False)
+        config = daemon_config(tmp_path, pf, tg)
+        config["planfix"]["requests_per_second"] = 2.0  # page 2 leaves 0.5 s after page 1: time to hold it up
+        config = write_config(tmp_path / "c.toml", config)
+        daemon = await Daemon(config, tmp_path / "d.log",
+                              env={"NOTIFY_SOCKET": str(sock_path), "WATCHDOG_USEC": "2000000"}).start()
+        try:
+            loop = asyncio.get_running_loop()
+            end = loop.time() + 60
+            while count_requests(pf, "task.getList") < 1:
+                assert loop.time() < end
+                await asyncio.sleep(0.05)
+            pf.inject_fault("hang", method="task.getList", seconds=2.5, times=1)  # page 2 takes 2.5 s
+            while not any("READY=1" in m for m in received):
+                assert loop.time() < end, received
+                try:
+                    received.append(server.recv(4096).decode())
+                except BlockingIOError:
+                    await asyncio.sleep(0.05)
+            ready = next(m for m in received if "READY=1" in m)
+            assert "STATUS=first start: 100 of 250 tasks remembered" in ready, ready
+        finally:
+            assert await daemon.stop() == 0
+    server.close()

@@ -50,9 +50,11 @@ class Snapshot:
         return self.is_active and self.has_deadline
 
     def to_data(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
+        # Field by field rather than dataclasses.asdict (a deep copy): a first start writes tens of thousands.
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         for name in _TUPLE_FIELDS:
-            data[name] = list(getattr(self, name))
+            data[name] = list(data[name])
+        data["names"] = dict(self.names)
         return data
 
     @classmethod
