@@ -174,6 +174,7 @@ class Poller:
     max_event_age: timedelta | None = None  # older events are folded into a digest, never replayed
     catchup_after: timedelta = timedelta(minutes=5)  # a feed window longer than this is a catch-up poll
     catchup_pages: int = 20  # a catch-up reads at most this many feed pages per committed sub-window
+    slice_seconds: float | None = None  # a first start or catch-up stops a step after this; None: poll_timeout / 2
     statuses: dict[int, Status] = field(default_factory=dict)
     _held: set[int] = field(default_factory=set)  # changes seen before their action: decided on the next poll
     api_user_id: int | None = None
@@ -259,7 +260,7 @@ class Poller:
                 else:
                     result = await self._follow_feed(datetime.fromisoformat(cursor), now)
                 total = _merge(total, result)
-                if not result.more or loop.time() - started > self.poll_timeout / 2:
+                if not result.more or loop.time() - started > self._slice():
                     break
         self.more = total.more
         if total.queued and self.on_queued:
@@ -303,7 +304,7 @@ class Poller:
             if last:
                 log.info("poll.baseline", tasks=state.tasks, pages=number)
                 return PollResult(baseline=state.tasks)
-            if asyncio.get_running_loop().time() - step_started > self.poll_timeout / 2:
+            if asyncio.get_running_loop().time() - step_started > self._slice():
                 log.info("poll.baseline_progress", tasks=state.tasks, total=page.total_count, next_page=state.page)
                 return PollResult(baseline=len(snaps), more=True)
             now = self.clock()
@@ -366,6 +367,9 @@ class Poller:
                 **({"read_up_to": end.isoformat()} if more else {}),
             )
         return result
+
+    def _slice(self) -> float:
+        return self.poll_timeout / 2 if self.slice_seconds is None else self.slice_seconds
 
     def _card_covers(self, action: Action) -> bool:
         """Whether this catch-up already read the task's card after the action (with the overlap as margin)."""
