@@ -39,7 +39,7 @@ async def world(tmp_path):
 
 # --- item 3: deadlines only where Planfix tracks them ----------------------------------------------------------
 
-async def test_a_rejected_task_that_planfix_keeps_active_never_becomes_overdue(world):  # noqa: F811
+async def test_a_rejected_task_that_planfix_keeps_active_never_becomes_overdue(world):
     """The fake serves «Отклоненная» with isActive=1, hasDeadline=0 (as a real account did): a task in it gets no
     overdue notice and no reminder; reopened, its passed deadline counts again."""
     due = (world.clock.now + timedelta(minutes=30)).replace(second=0)
@@ -58,11 +58,11 @@ async def test_a_rejected_task_that_planfix_keeps_active_never_becomes_overdue(w
 
 # --- item 6: any size completes -----------------------------------------------------------------------------------
 
-def _requests(world, method: str) -> int:  # noqa: F811
+def _requests(world, method: str) -> int:
     return len(world.pf.requests_for(method))
 
 
-async def _until_caught_up(world, job, poller, *, steps: int) -> int:  # noqa: F811
+async def _until_caught_up(world, job, poller, *, steps: int) -> int:
     """Run the poll job until the first start or catch-up completes; returns how many steps it took."""
     for step in range(1, steps + 1):
         await world.run(job)
@@ -71,7 +71,7 @@ async def _until_caught_up(world, job, poller, *, steps: int) -> int:  # noqa: F
     raise AssertionError(f"not caught up after {steps} steps: {poller.progress}")
 
 
-async def test_a_30000_task_first_start_with_a_short_step_timeout_still_completes(world):  # noqa: F811
+async def test_a_30000_task_first_start_with_a_short_step_timeout_still_completes(world):
     """30,000 tasks (300 pages) under a 2 s step: each step commits its pages and stops at half the timeout, the
     next continues (after a time-out too, on a busy machine); every task is remembered once, silently, and no
     page is read twice except the one a time-out cut off."""
@@ -88,11 +88,9 @@ async def test_a_30000_task_first_start_with_a_short_step_timeout_still_complete
     assert poller.progress is None and world.store.get_meta("baseline_state") == ""
 
 
-async def test_an_interrupted_first_start_continues_from_its_page_after_a_restart(world):  # noqa: F811
+async def test_an_interrupted_first_start_continues_from_its_page_after_a_restart(world):
     """A first start killed after some pages (here: a step timeout, then a new process on the same state file)
     reads only the pages it had not committed; /status and systemd see its progress meanwhile."""
-    from tests.test_detection import World
-
     for i in range(1_000):
         world.pf.add_task(title=f"T{i}", owner=ANNA, record_action=False)
     first = world.poller()
@@ -121,12 +119,10 @@ async def test_an_interrupted_first_start_continues_from_its_page_after_a_restar
     assert restarted.caught_up and restarted.resume_progress() is None
 
 
-async def test_a_catchup_after_three_days_down_is_read_in_committed_subwindows_and_loses_nothing(world):  # noqa: F811
+async def test_a_catchup_after_three_days_down_is_read_in_committed_subwindows_and_loses_nothing(world):
     """6,000 changes on 2,000 tasks while the daemon was down for three days; the catch-up under a 2 s step reads
     the feed 5 pages at a time, commits each sub-window with its cursor, and a restart half-way continues from
     the cursor: every task's change is announced exactly once."""
-    from tests.test_detection import World
-
     tasks = [world.pf.add_task(title=f"T{i}", owner=ANNA, record_action=False) for i in range(2_000)]
     poller = world.poller(poll_timeout=2.0, catchup_pages=5)
     while not poller.caught_up:  # first start
@@ -169,7 +165,7 @@ async def test_a_catchup_after_three_days_down_is_read_in_committed_subwindows_a
 ANNA_TG, BORIS_TG = 100, 101
 
 
-def _routed(world, routes):  # noqa: F811
+def _routed(world, routes):
     from bot.config import Route, UserLink
     from bot.notify.routing import deliveries
     from tests.test_detection import MSK
@@ -179,12 +175,12 @@ def _routed(world, routes):  # noqa: F811
     return lambda event, now: deliveries(event, now, routes=routes, users=users, zone=MSK)
 
 
-def _sent(world):  # noqa: F811
+def _sent(world):
     """(event kind, chat) of every queued row, in order."""
     return [(r["event_key"].split(":")[0], r["chat_id"]) for r in world.rows()]
 
 
-async def test_a_task_created_and_moved_on_between_two_polls_is_announced_and_its_assignee_told(world):  # noqa: F811
+async def test_a_task_created_and_moved_on_between_two_polls_is_announced_and_its_assignee_told(world):
     """Boris creates a task for Anna and moves it to "in progress" and its deadline, all between two polls: the
     team chat hears the status and deadline changes, Anna also hears she was assigned; Boris hears nothing of
     his own doing; a route opting in to `assigned` hears of the assignment too."""
@@ -204,7 +200,7 @@ async def test_a_task_created_and_moved_on_between_two_polls_is_announced_and_it
     ])
 
 
-async def test_a_linked_user_added_as_assignee_of_an_existing_task_is_told_unless_they_did_it(world):  # noqa: F811
+async def test_a_linked_user_added_as_assignee_of_an_existing_task_is_told_unless_they_did_it(world):
     """An existing task gets Anna as assignee (by Boris): Anna gets `assigned`; routes not asking for it hear
     nothing. Boris adding himself is not told to Boris."""
     from bot.events import ASSIGNED
@@ -227,7 +223,7 @@ async def test_a_linked_user_added_as_assignee_of_an_existing_task_is_told_unles
 
 # --- item 9: a burst is one message, live too ---------------------------------------------------------------------
 
-async def test_150_tasks_moved_at_once_reach_each_chat_as_one_grouped_message_naming_every_task(world):  # noqa: F811
+async def test_150_tasks_moved_at_once_reach_each_chat_as_one_grouped_message_naming_every_task(world):
     """A bulk change in Planfix (150 tasks to another status within one poll) while running: the team chat and
     Anna (assignee of all) each get one grouped message — in as few parts as Telegram's length limit forces —
     that names every task and its change; nothing is cut ("and N more") and nothing is dropped. Boris, who made
