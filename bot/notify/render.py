@@ -335,7 +335,8 @@ def _render_digest(event: Event, lang: str, tz: ZoneInfo, web_url: str) -> str:
     total = max(len(event.items), len(items))
     why, part, whole = ((event.old_value or "").split(":") + ["", ""])[:3]
     shown = int(whole) if whole.isdigit() else total  # a part's header counts the whole digest
-    title = texts["burst" if why == "burst" else "digest"].format(n=shown, changes=_plural(shown, texts["changes"], lang))
+    changes = _plural(shown, texts["changes"], lang)
+    title = texts["burst" if why == "burst" else "digest"].format(n=shown, changes=changes)
     if part:
         title += f" ({part})"
     lines = [f"{ICONS[DIGEST]} <b>{escape(title)}</b>"]

@@ -6,11 +6,12 @@ goes into the events table, so a re-poll never queues it again), but when one ch
 `threshold` messages from that poll (the catch-up threshold after downtime, the burst threshold otherwise), the
 chat gets one `digest` event instead whose `items` are the folded events (`Event.to_json()` each, oldest first)
 and whose `new_value` is their count; `old_value` says why (CATCHUP or BURST) and, when Telegram's length limit
-forces several messages, which part this is and of how many changes ("burst:2/3:150"). Nothing is cut: `split` (from the notify layer,
-which knows how long each line renders) decides where the parts end. Events older than `max_age` are never
-replayed one by one, in any poll: they go into the chat's digest too. The digest key is derived from the chat
-and the folded event keys, so detecting the same set twice (a crash before the commit, then the same poll
-again) cannot queue two digests.
+forces a burst into several messages, which part this is and of how many changes ("burst:2/3:150"). A burst
+is never cut: `split` (from the notify layer, which knows how long each line renders) decides where its parts
+end. A catch-up stays one message (its tail counted, "and N more"): days of changes must not flood a chat.
+Events older than `max_age` are never replayed one by one, in any poll: they go into the chat's digest too.
+The digest key is derived from the chat and the folded event keys, so detecting the same set twice (a crash
+before the commit, then the same poll again) cannot queue two digests.
 """
 
 from __future__ import annotations
@@ -85,8 +86,11 @@ def fold(
             continue
         events_folded = sorted((by_key[r.event_key] for r in folded if r.event_key in by_key),
                                key=lambda e: (e.occurred_at, e.key))
-        parts = [p for p in (split or split_evenly)(events_folded) if p] or [events_folded]
         crowd = threshold is not None and len(chat_rows) > threshold
+        # A live burst names every change, in as many messages as it takes; a catch-up (possibly days of changes)
+        # stays one summary message whose tail is counted ("and N more"), so a long downtime cannot flood a chat.
+        burst = crowd and why == BURST
+        parts = ([p for p in (split or split_evenly)(events_folded) if p] if burst else []) or [events_folded]
         # Quiet hours: the digest waits as long as the latest of the rows it replaces would have waited.
         waits = [r.not_before for r in folded if r.not_before is not None]
         for index, part in enumerate(parts, 1):

@@ -286,7 +286,8 @@ class Poller:
             with priority(Priority.ENRICH):
                 page = await self.client.task_list_page(number, target="all")
                 items = list(page.items)
-                if number > 1 and state.total is not None and page.total_count is not None and page.total_count < state.total:
+                shrank = state.total is not None and page.total_count is not None and page.total_count < state.total
+                if number > 1 and shrank:
                     items = list((await self.client.task_list_page(number - 1, target="all")).items) + items
             # No await below: the page and its position are committed together.
             stored = self.store.snapshots(t.id for t in items)
