@@ -231,7 +231,8 @@ async def test_150_tasks_moved_at_once_reach_each_chat_as_one_grouped_message_na
     from zoneinfo import ZoneInfo
 
     from bot.events import DIGEST, Event
-    from bot.notify.render import MESSAGE_LIMIT, _visible_len, digest_parts, render_event
+    from bot.fakes.telegram_html import parse_telegram_html
+    from bot.notify.render import MESSAGE_LIMIT, _visible_len, digest_parts, render_event, utf16_len
 
     web, zone = "https://acme.planfix.com", ZoneInfo("Europe/Moscow")
     tasks = [world.pf.add_task(title=f"Landing page section {i} — copy, images and the «contact» form",
@@ -260,8 +261,9 @@ async def test_150_tasks_moved_at_once_reach_each_chat_as_one_grouped_message_na
         for index, part in enumerate(parts, 1):
             for lang in ("ru", "en"):
                 text = render_event(part, lang=lang, tz=zone, web_url=web)
-                assert _visible_len(text) <= MESSAGE_LIMIT
-                assert "more" not in text and "ещё" not in text
+                shown = parse_telegram_html(text)  # what Telegram would show; raises if it would refuse it
+                assert _visible_len(text) <= MESSAGE_LIMIT and utf16_len(shown) <= MESSAGE_LIMIT
+                assert "more" not in shown and "ещё" not in shown
                 assert f"({index}/{len(parts)})" in text
             assert f"150 changes at once ({index}/{len(parts)})" in render_event(part, lang="en", tz=zone, web_url=web)
             assert f"Сразу 150 изменений ({index}/{len(parts)})" in render_event(part, lang="ru", tz=zone, web_url=web)
