@@ -511,10 +511,13 @@ class Poller:
         return StoredSnapshot(snap.task_id, old.revision + 1, data)
 
 
+MERGED_EVENTS_KEPT = 1000  # a long catch-up's events are committed as it goes; its result keeps only the latest
+
+
 def _merge(a: PollResult, b: PollResult) -> PollResult:
     """Two steps of one call as one result."""
     return PollResult(
         baseline=a.baseline + b.baseline, more=b.more, actions=a.actions + b.actions, tasks=a.tasks + b.tasks,
-        events=a.events + b.events, queued=a.queued + b.queued, digests=a.digests + b.digests,
+        events=(a.events + b.events)[-MERGED_EVENTS_KEPT:], queued=a.queued + b.queued, digests=a.digests + b.digests,
         forgotten=a.forgotten + b.forgotten, catchup=a.catchup or b.catchup,
     )
