@@ -311,3 +311,23 @@ async def test_a_long_first_start_tells_systemd_it_is_ready_and_how_far_it_got(t
         finally:
             assert await daemon.stop() == 0
     server.close()
+
+
+async def test_a_new_task_the_sweep_sees_before_the_feed_is_still_announced(world):
+    """The sweep pages past a task created (and moved on) since the last feed poll: it leaves the task to the
+    feed, whose actions tell what changed, instead of remembering it silently."""
+    poller = world.poller(route=_routed(world, [{"chat_id": -1}]))
+    detection = world.detection(poller)
+    await world.run(detection.job("poll"))
+    world.clock.advance(seconds=10)
+    task = world.pf.add_task(title="New", owner=BORIS)
+    world.pf.change_status(task.id, 2, by=BORIS)
+    sweep = detection.job("sweep")
+    sweep.next_run = None
+    await world.run(sweep)
+    assert world.store.snapshots([task.id]) == {} and _sent(world) == []
+    world.clock.advance(seconds=30)
+    poll = detection.job("poll")
+    poll.next_run = None
+    await world.run(poll)
+    assert _sent(world) == [(STATUS, -1)]

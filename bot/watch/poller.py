@@ -404,12 +404,17 @@ class Poller:
             return await self._cards(ids[:middle]) + await self._cards(ids[middle:])
 
     def hand_to_feed(self, diffs: list[TaskDiff]) -> list[TaskDiff]:
-        """For the sweep, which reads cards without actions: leave its status and deadline changes to the next feed
-        poll, which fetches those tasks again with their actions (so the author is known) and announces them even
-        if no action ever explains them. Returns the diffs the sweep may commit itself."""
+        """For the sweep, which reads cards without actions: leave its status and deadline changes, and tasks it
+        sees for the first time, to the next feed poll, which fetches those tasks again with their actions (so the
+        author is known) and announces them even if no action ever explains them. Returns the diffs the sweep may
+        commit itself."""
         kept, handed = hold_unattributed(diffs, already_held=set())
-        self._held |= handed
-        return kept
+        # A task never seen before goes to the feed too: if it was created since the last feed poll, the feed's
+        # actions tell what changed since its creation (first_sight); stored now, those changes would be lost.
+        known = self.store.snapshots(d.snapshot.task_id for d in kept)
+        new = {d.snapshot.task_id for d in kept if d.snapshot.task_id not in known}
+        self._held |= handed | new
+        return [d for d in kept if d.snapshot.task_id not in new]
 
     def stored_ids(self, ids: Iterable[int]) -> list[int]:
         """Which of these tasks have a stored snapshot (to forget when Planfix no longer shows them)."""
