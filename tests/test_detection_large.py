@@ -331,3 +331,34 @@ async def test_a_new_task_the_sweep_sees_before_the_feed_is_still_announced(worl
     poll.next_run = None
     await world.run(poll)
     assert _sent(world) == [(STATUS, -1)]
+
+
+async def test_a_catchup_change_whose_action_is_in_a_later_subwindow_keeps_its_author(world):
+    """During the downtime Anna moves a task's deadline early on and Boris changes its status days later: the
+    card read in the first sub-window already shows the new status, but the catch-up waits for the sub-window
+    holding Boris's action (without reading the card again), so the status change is his, the deadline Anna's."""
+    from bot.events import DEADLINE
+
+    filler = [world.pf.add_task(title=f"F{i}", owner=ANNA, record_action=False) for i in range(300)]
+    task = world.pf.add_task(title="T", owner=ANNA, record_action=False)
+    poller = world.poller(slice_seconds=0, catchup_pages=1)
+    while not poller.caught_up:
+        await poller.poll_once()
+    world.clock.advance(hours=1)
+    world.pf.change_deadline(task.id, (world.clock.now + timedelta(days=5)).replace(second=0), by=ANNA)
+    for i, other in enumerate(filler):  # three pages of other changes in between
+        world.clock.advance(minutes=10)
+        world.pf.add_comment(other.id, f"c{i}", by=ANNA)
+    world.pf.change_status(task.id, 2, by=BORIS)
+    world.clock.advance(minutes=5)
+    before = len(world.pf.requests_for("task.getMulti"))
+    poller = World(world.pf, world.clock, world.store, world.client).poller(slice_seconds=0, catchup_pages=1)
+    while not poller.caught_up:
+        await poller.poll_once()
+    rows = world.store.db.execute("SELECT kind, payload FROM events WHERE task_id = ?", [task.id]).fetchall()
+    import json
+
+    actors = {kind: json.loads(payload)["actor_id"] for kind, payload in rows}
+    assert actors == {DEADLINE: ANNA, STATUS: BORIS}
+    asked = [r for r in world.pf.requests_for("task.getMulti")[before:] if str(task.id) in r.param_all("tasks/id")]
+    assert len(asked) == 1  # its card was read once

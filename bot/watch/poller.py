@@ -184,6 +184,8 @@ class Poller:
     more: bool = False  # the last step stopped with a first start or catch-up unfinished: run again at once
     progress: Progress | None = None  # the first start or catch-up under way, if any
     _cards_read: dict[int, datetime] = field(default_factory=dict)  # catch-up: task → when its card was read
+    _held_cards: dict[int, Task] = field(default_factory=dict)  # catch-up: held cards waiting for their action
+    _held_actions: dict[int, list[Action]] = field(default_factory=dict)  # … and the actions read for them so far
     _prepared: bool = False
     _budget_restored: bool = False
     _statuses_read_at: float = 0.0
@@ -334,16 +336,25 @@ class Poller:
         unseen = self.store.unseen_action_ids(a.id for a in actions)
         fresh = [a for a in actions if a.id in unseen]
         # Tasks held back last time are fetched again even if the feed shows nothing new for them. During a
-        # catch-up, a card read after a task's actions already shows them: it is not read again.
+        # catch-up, a card read after a task's actions already shows them: it is not read again, and a card held
+        # back for want of its action waits in memory for the sub-window that has the action.
+        reuse = self._held_cards if more else {}
         touched = [a.task_id for a in fresh if a.task_id and not self._card_covers(a)]
-        touched = list(dict.fromkeys([*self._held, *touched]))
+        touched = list(dict.fromkeys([*(t for t in self._held if t not in reuse), *touched]))
         with priority(Priority.ENRICH):
             tasks, missing = await self.fetch_cards(touched)
             await self._learn_new_statuses(tasks)
         read_at = self.clock()
+        cards = {t.id: t for t in tasks}
+        for task_id, card in reuse.items():
+            cards.setdefault(task_id, card)
         # No await below: the diff and the commit see one consistent state.
         changes = Changes(seen_actions=[(a.id, a.task_id, a.at) for a in fresh])
-        changes.diffs, held = hold_unattributed(self.diff_cards(tasks, fresh, now), already_held=self._held)
+        # Until a catch-up's last sub-window, a change without its action stays held: a later one may name it. The
+        # actions of a held task are kept for it, so each change is told with its own author once all are read.
+        earlier = [a for task_id in cards for a in self._held_actions.get(task_id, ())]
+        changes.diffs, held = hold_unattributed(self.diff_cards(list(cards.values()), [*earlier, *fresh], now),
+                                                already_held=set() if more else self._held)
         handled = {d.snapshot.task_id for d in changes.diffs} | held
         changes.diffs += self.deadline_diffs(now, skip=handled)
         changes.forget = self.stored_ids(missing)
@@ -351,7 +362,11 @@ class Poller:
         end = reached if more and reached is not None else now
         result = self.commit(changes, now, catchup=catchup,
                              meta={CURSOR: end.isoformat(), FEED_PARTIAL: "1" if more else ""})
-        self._held = held | (self._held - set(touched))  # keep what the sweep handed over during this poll
+        # Keep what the sweep handed over during this poll.
+        self._held = held | (self._held - set(touched) - set(reuse))
+        self._held_cards = {task_id: cards[task_id] for task_id in held if task_id in cards} if more else {}
+        self._held_actions = {task_id: [a for a in [*earlier, *fresh] if a.task_id == task_id]
+                              for task_id in self._held_cards}
         if more:
             self._cards_read.update((t.id, read_at) for t in tasks)
             done = (self.progress.done if self.progress and self.progress.kind == CATCH_UP else 0) + len(fresh)
