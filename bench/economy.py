@@ -5,6 +5,7 @@ cycle, as hand-written bots do), against the fake Planfix over loopback HTTP.
 
     python bench/economy.py              # 1,000 and 10,000 tasks, 1,000 changes a simulated day (a few minutes)
     python bench/economy.py --quick      # 300 tasks, 2 simulated hours, no RSS runs (a smoke test, seconds)
+    python bench/economy.py --large      # 50,000 tasks: the first start; 3 days down with 30,000 actions, catch-up
 
 How a day fits into minutes: the daemon's detection side (budget, jobs, poller, sweep, deadline check, SQLite
 state) runs unmodified on an asyncio loop whose clock is virtual. Whenever every task is asleep and no socket is
@@ -585,6 +586,215 @@ def report(sizes: list[int], results: dict[int, tuple[Result, Result]], args: ar
             print(f"{'PASS' if passed else 'MISS'}  {text}: {value}")
 
 
+
+# --- a large account: the first start and a long catch-up (issue 10) ------------------------------------------
+
+
+@dataclass
+class Phase:
+    """One long step of the daemon on a large account, measured in simulated time at 1 request/s."""
+
+    name: str
+    completed: bool = False
+    requests: int = 0
+    needed: int = 0  # the pages and cards it cannot do without (+ the start-up's user.get and status names)
+    seconds: float = 0.0  # simulated: how long it takes at 1 request/s
+    steps: int = 0
+    timeouts: int = 0
+    expected: int = 0  # tasks whose status or deadline ended different from before (catch-up)
+    lost: int = 0
+    by_method: dict[str, int] = field(default_factory=dict)
+    rss_mb: float | None = None  # the detection side in its own process, real time
+    note: str = ""
+
+
+def _count(pf: TimedPlanfix, since: int) -> tuple[int, dict[str, int]]:
+    methods: dict[str, int] = {}
+    for _, r in pf.arrivals[since:]:
+        methods[r.method] = methods.get(r.method, 0) + 1  # type: ignore[attr-defined]
+    return len(pf.arrivals) - since, methods
+
+
+async def _run_until_caught_up(poller: Poller, detection: Detection, clock: Callable[[], datetime], phase: Phase,
+                               pf: TimedPlanfix) -> None:
+    since, t0 = len(pf.arrivals), clock()
+    stop = asyncio.Event()
+    runner = asyncio.create_task(detection.run(stop))
+    give_up = clock() + timedelta(days=2)
+    while not poller.caught_up and clock() < give_up:  # noqa: ASYNC110
+        await asyncio.sleep(1)
+    phase.completed = poller.caught_up
+    phase.seconds = (clock() - t0).total_seconds()
+    stop.set()
+    await asyncio.gather(runner, return_exceptions=True)
+    phase.requests, phase.by_method = _count(pf, since)
+    job = detection.job("poll")
+    phase.steps, phase.timeouts = job.runs, job.results["transient"]
+
+
+async def simulate_large(loop: WarpLoop, tasks: int, actions: int, down_days: float, seed: int,
+                         keep: Path) -> tuple[Phase, Phase, TimedPlanfix]:
+    """The first start of `tasks` active tasks, then `down_days` down while `actions` changes are made, then the
+    restart's catch-up: the real detection side (jobs, poller, budget at 1 request/s, the 300 s step timeout)
+    in simulated time. The state file as it was before the downtime is copied to `keep` (for the RSS run)."""
+    clock = virtual_clock(loop)
+    rng = random.Random(seed)
+    pf = TimedPlanfix(clock=clock)
+    ids = seed_account(pf, tasks, rng)
+    await pf.start()
+    store = Store.open(keep.with_name("state.sqlite3"))
+    budget = Budget(requests_per_second=1.0, daily=20_000, clock=clock)
+    client = TimedClient(url=pf.url, account=pf.account, api_key=pf.api_key, token=pf.token, budget=budget)
+    announced: set[int] = set()
+
+    def route(event, now):  # noqa: ANN001, ANN202 - the Router signature
+        if event.kind in (STATUS, DEADLINE):
+            announced.add(event.task_id)
+        return [DeliveryRow(event.key, CHAT)]
+
+    def build() -> tuple[Poller, Detection]:  # a new process on the same state file
+        poller = Poller(client=client, store=store, route=route, clock=clock, language="en",
+                        catchup_threshold=10, max_event_age=timedelta(hours=24))
+        return poller, Detection.build(poller, interval=30, clock=clock, rng=random.Random(seed))
+
+    first = Phase("first start", needed=-(-tasks // 100) + 3)
+    poller, detection = build()
+    await _run_until_caught_up(poller, detection, clock, first, pf)
+    first.note = f"{store.snapshot_count():,} tasks remembered"
+    first.completed = first.completed and store.snapshot_count() == tasks
+    store.db.conn.execute("PRAGMA wal_checkpoint(FULL)")
+    with contextlib.closing(__import__("sqlite3").connect(keep)) as copy:
+        store.db.conn.backup(copy)
+
+    before = {t.id: (t.status, t.deadline) for t in pf.tasks.values()}
+    stream = Changes(rng, pf, ids)
+    step = down_days * DAY / actions
+    for _ in range(actions):
+        await asyncio.sleep(step)
+        stream.make_one(0)
+    await asyncio.sleep(60)
+    touched = {a.task_id for a in pf.actions if a.id and (a.at - START).total_seconds() > 0} & set(ids)
+    expected = {i for i in touched if (pf.tasks[i].status, pf.tasks[i].deadline) != before[i]}
+    catch = Phase("catch-up after downtime", needed=-(-actions // 100) + -(-len(touched) // 100) + 3,
+                  expected=len(expected))
+    announced.clear()
+    poller, detection = build()
+    await _run_until_caught_up(poller, detection, clock, catch, pf)
+    catch.lost = len(expected - announced)
+    catch.note = (f"{actions:,} actions on {len(touched):,} tasks over {down_days:g} days; "
+                  f"{len(expected):,} tasks ended changed, {len(expected & announced):,} announced")
+    await client.aclose()
+    store.close()
+    await pf.stop()
+    return first, catch, pf
+
+
+# The detection side catching up, its clock continuing from the fake's (the simulated end of the downtime).
+CATCHUP_WORKER = """
+import asyncio, signal, sys, time
+from datetime import datetime, timedelta
+import structlog
+structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
+from bot.planfix.budget import Budget
+from bot.planfix.client import PlanfixClient
+from bot.watch.jobs import Detection
+from bot.watch.poller import Poller
+from state.records import DeliveryRow
+from state.store import Store
+
+async def main(url, account, api_key, token, path, start):
+    t0, m0 = datetime.fromisoformat(start), time.monotonic()
+    clock = lambda: t0 + timedelta(seconds=time.monotonic() - m0)
+    store = Store.open(path)
+    client = PlanfixClient(url=url, account=account, api_key=api_key, token=token,
+                           budget=Budget(requests_per_second=50, daily=1_000_000, clock=clock))
+    poller = Poller(client=client, store=store, route=lambda e, now: [DeliveryRow(e.key, -1)], clock=clock,
+                    catchup_threshold=10, max_event_age=timedelta(hours=24))
+    detection = Detection.build(poller, interval=1, sweep_period=None, clock=clock)
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    await detection.run(stop)
+    await client.aclose()
+    store.close()
+
+asyncio.run(main(*sys.argv[1:]))
+"""
+
+CATCHUP_READY = """
+import sqlite3, sys
+db = sqlite3.connect(f"file:{sys.argv[1]}?mode=ro", uri=True)
+row = db.execute("SELECT value FROM meta WHERE key = 'feed_partial'").fetchone()
+cursor = db.execute("SELECT value FROM meta WHERE key = 'feed_cursor'").fetchone()
+print("done" if row is not None and row[0] == "" and cursor and cursor[0] > sys.argv[2] else "busy")
+"""
+
+
+async def catchup_rss(pf: TimedPlanfix, state: Path, after: str) -> float | None:
+    """Peak RSS of the detection side (its own process, real time) catching up from the state file saved before
+    the downtime, against the same fake account (the gap's actions included)."""
+    await pf.start()
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", CATCHUP_WORKER, pf.url, pf.account, pf.api_key, pf.token, str(state),
+            pf.now().isoformat(), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+        try:
+            give_up = time.monotonic() + 300
+            while time.monotonic() < give_up and proc.returncode is None:
+                await asyncio.sleep(1)
+                check = await asyncio.create_subprocess_exec(sys.executable, "-c", CATCHUP_READY, str(state), after,
+                                                             stdout=asyncio.subprocess.PIPE)
+                out, _ = await check.communicate()
+                if out.strip() == b"done":
+                    break
+            return vmhwm_mb(proc.pid)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(proc.wait(), 30)
+    finally:
+        await pf.stop()
+
+
+def large_account(args: argparse.Namespace) -> int:
+    """Run and report the large-account scenarios; returns 0 when every target is met."""
+    with tempfile.TemporaryDirectory(prefix="pfbot-large-") as tmp:
+        keep = Path(tmp) / "before-downtime.sqlite3"
+        print(f"… first start of {args.large_tasks:,} tasks, {args.down_days:g} days down, {args.large_actions:,} "
+              "actions, catch-up (simulated time)", file=sys.stderr, flush=True)
+        started = time.monotonic()
+        first, catch, pf = run_virtual(lambda loop: simulate_large(loop, args.large_tasks, args.large_actions,
+                                                                   args.down_days, args.seed, keep))
+        real = time.monotonic() - started
+        if not args.no_rss:
+            print("… peak RSS of the detection side: first start, then catch-up (real time)", file=sys.stderr,
+                  flush=True)
+            first.rss_mb = asyncio.run(detection_rss(args.large_tasks, 1.0))
+            catch.rss_mb = asyncio.run(catchup_rss(pf, keep, pf.now().isoformat()))
+    print()
+    print(f"planfix-bot on a large account: fake Planfix over loopback HTTP, 1 request/s, the 300 s step timeout; "
+          f"simulated time ({real:.0f} s real)")
+    print(f"{'':<34}{'completed':>10}{'requests':>10}{'needed':>8}{'×needed':>9}{'at 1 req/s':>12}{'steps':>7}"
+          f"{'lost':>6}{'RSS, MB':>9}")
+    for phase in (first, catch):
+        print(f"{phase.name:<34}{'yes' if phase.completed else 'NO':>10}{phase.requests:>10,}{phase.needed:>8,}"
+              f"{phase.requests / phase.needed:>9.3f}{phase.seconds / 60:>10.1f} m{phase.steps:>7}"
+              f"{phase.lost:>6}{fmt(phase.rss_mb, 1):>9}")
+    for phase in (first, catch):
+        methods = ", ".join(f"{m} {c}" for m, c in sorted(phase.by_method.items(), key=lambda kv: -kv[1]))
+        print(f"{phase.name}: {phase.note}; {methods}; step time-outs: {phase.timeouts}")
+    print()
+    checks = [(f"{p.name} completes", p.completed, "yes" if p.completed else "no") for p in (first, catch)]
+    checks += [(f"{p.name}: requests within 10 % of the pages and cards needed", p.requests <= 1.1 * p.needed,
+                f"{p.requests:,} / {p.needed:,}") for p in (first, catch)]
+    checks.append(("catch-up: nothing lost", catch.lost == 0, f"{catch.lost} of {catch.expected:,}"))
+    if not args.no_rss:
+        checks += [(f"{p.name}: RSS of the detection side ≤ 80 MB", p.rss_mb is not None and p.rss_mb <= 80,
+                    fmt(p.rss_mb, 1)) for p in (first, catch)]
+    for text, passed, value in checks:
+        print(f"{'PASS' if passed else 'MISS'}  {text}: {value}")
+    return 0 if all(passed for _, passed, _ in checks) else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", type=int, nargs="+", default=[1000, 10000])
@@ -597,6 +807,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="300 tasks, 2 simulated hours, no RSS (smoke test)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--naive-worker", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument("--large", action="store_true",
+                        help="only the large account: first start of --large-tasks, catch-up after --down-days")
+    parser.add_argument("--large-tasks", type=int, default=50_000)
+    parser.add_argument("--large-actions", type=int, default=30_000, help="actions while the daemon is down")
+    parser.add_argument("--down-days", type=float, default=3.0)
     args = parser.parse_args(argv)
     if args.naive_worker:
         import structlog
@@ -609,6 +824,8 @@ def main(argv: list[str] | None = None) -> int:
     import structlog
 
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))  # errors only
+    if args.large:
+        return large_account(args)
     results: dict[int, tuple[Result, Result]] = {}
     for n in args.tasks:
         print(f"… {n:,} tasks: planfix-bot, {args.hours:g} simulated hours", file=sys.stderr, flush=True)

@@ -30,6 +30,7 @@ from bot.chat.texts import texts
 from bot.config import ConfigError, Settings, load_settings
 from bot.events import Event
 from bot.housekeeping import PRUNE_EVERY, prune_history
+from bot.notify import render
 from bot.notify.compose import build_sender
 from bot.notify.routing import deliveries
 from bot.notify.sender import Sender
@@ -116,6 +117,7 @@ class Daemon:
         detection = detection_from_settings(
             settings, client=client, store=store, route=route, notify_admins=sender.tell_admins,
             on_queued=sender.wake,
+            split_digest=lambda events: render.digest_parts(events, web_url=settings.planfix.task_web_url, tz=zone()),
         )
         poller = detection.poller
         poller.attribute = attribute_own(own_writes)
@@ -127,6 +129,7 @@ class Daemon:
             statuses=lambda: poller.statuses, last_poll=lambda: poller.last_success,
             poll_interval=pacer.interval if pacer else (lambda: settings.poll.interval_seconds),
             problem=lambda: store_problem(store) or detection.problem, wake_sender=sender.wake,
+            progress=poller.resume_progress,
             sender_counts=lambda: (sender.sent, sender.failed),
             allowance=Allowance(settings.planfix.requests_per_user_per_minute),
         )
@@ -281,20 +284,24 @@ class Daemon:
     def health_line(self) -> str:
         """One line for systemd's STATUS= and for logs: last poll, outbox, sends."""
         last = self.poller.last_success
+        progress = self.poller.resume_progress()
         polled = f"last poll {last:%H:%M:%S} UTC" if last else "no successful poll yet"
+        if progress is not None:
+            polled = f"{progress.line()}; {polled}"
         pending = self.store.pending_count()
         return f"{polled}; {pending} messages queued; {self.sender.sent} sent, {self.sender.failed} failed"
 
     async def _service_heartbeat(self, notifier: SystemdNotifier, *, ready: bool = False) -> None:
-        """READY=1 after the first successful poll (at once after a reload), then STATUS= and WATCHDOG=1 from
-        the event loop, so that a blocked loop stops the pings and systemd restarts the service."""
+        """READY=1 after the first successful poll — at once after a reload, or as soon as a long first start or
+        catch-up is under way (it may take longer than TimeoutStartSec; STATUS= then says how far it got) — then
+        STATUS= and WATCHDOG=1 from the event loop, so that a blocked loop stops the pings and systemd restarts it."""
         if not notifier.enabled:
             return
         period = min(5.0, (notifier.watchdog_seconds or 10.0) / 2)
         if ready:
             notifier.ready(f"configuration reloaded; {self.health_line()}")
         while True:
-            if not ready and self.poller.last_success is not None:
+            if not ready and (self.poller.last_success is not None or self.poller.progress is not None):
                 ready = notifier.ready(self.health_line())
             elif ready:
                 notifier.status(self.health_line())

@@ -159,6 +159,9 @@ class PollSettings(_Section):
     remind_before: list[str] = []
     sweep_hours: float = Field(default=24, ge=0, le=24 * 7)
     catchup_digest_threshold: int = Field(default=10, ge=1, le=1000)
+    # Issue 10: a live poll (or deadline check) giving one chat more changes than this sends them as one grouped
+    # message (split only where Telegram's length limit forces it); 0 = never group live changes.
+    burst_threshold: int = Field(default=10, ge=0, le=1000)
     max_event_age_hours: float = Field(default=24, gt=0, le=24 * 30)
 
     @field_validator("remind_before")
@@ -235,8 +238,9 @@ class UserLink(_Section):
 
 class Route(_Section):
     chat_id: TelegramId
-    # "reminder" (poll.remind_before) is opt-in per route; linked users get reminders about their tasks anyway.
-    events: list[Literal["status", "deadline", "overdue", "reminder"]] = list(EVENT_KINDS)
+    # "reminder" (poll.remind_before) and "assigned" are opt-in per route; linked users get reminders about their
+    # tasks and their own assignments anyway.
+    events: list[Literal["status", "deadline", "overdue", "reminder", "assigned"]] = list(EVENT_KINDS)
     projects: list[PlanfixId] = []
     quiet_hours: str | None = None
     timezone: str | None = None  # quiet_hours are read in this zone; default: the display zone

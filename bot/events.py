@@ -11,6 +11,7 @@ STATUS = "status"
 DEADLINE = "deadline"
 OVERDUE = "overdue"
 EVENT_KINDS = (STATUS, DEADLINE, OVERDUE)  # the contract's three kinds (DESIGN.md §3); routes default to these
+ASSIGNED = "assigned"  # a user became an assignee: subject_id = their Planfix id, new_value = their name; personal
 REMINDER = "reminder"  # the deadline is near: old_value = lead time ("24h"), new_value = the deadline
 DIGEST = "digest"  # many events for one chat folded into one message: `items` holds their to_json() dicts
 DAILY = "daily"  # the daily digest of one chat (issue 6): old_value = its local day, new_value = its time zone,
@@ -39,6 +40,7 @@ class Event:
     actor_id: int | None = None
     actor_name: str | None = None
     participants: tuple[int, ...] = ()  # Planfix user ids taking part in the task, for personal routing
+    subject_id: int | None = None  # ASSIGNED: the Planfix user the event is about (the new assignee)
     items: tuple[dict[str, Any], ...] = ()  # only for DIGEST: the folded events, each as Event.to_json()
     action_id: int | None = None  # the Planfix action that made the change, if known (our own writes are skipped)
 

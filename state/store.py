@@ -194,7 +194,9 @@ class Store:
                         snap.revision,
                         json.dumps(snap.data, ensure_ascii=False, sort_keys=True),
                         snap.data.get("deadline"),
-                        snap.data.get("deadline_due"),
+                        # A status without `hasDeadline` keeps the date for display but never falls due: leave it
+                        # out of the column every overdue, reminder and "due today" query reads.
+                        snap.data.get("deadline_due") if snap.data.get("has_deadline", True) else None,
                         1 if snap.data.get("is_active", True) else 0,
                         snap.data.get("overdue_for"),
                         _iso(now),

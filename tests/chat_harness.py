@@ -85,7 +85,7 @@ class ChatHarness:
             settings=self.settings, client=self.client, store=self.store, prefs=self.prefs,
             tasks=TaskIndex(self.store.db), zone=lambda: self.settings.display_zone(self.poller.api_timezone),
             statuses=lambda: self.poller.statuses, last_poll=lambda: self.poller.last_success,
-            poll_interval=lambda: 30.0, clock=self.clock,
+            poll_interval=lambda: 30.0, clock=self.clock, progress=self.poller.resume_progress,
         )
         self.dp = dispatcher()
         self.dp["chat"] = self.ctx

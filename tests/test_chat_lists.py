@@ -140,3 +140,15 @@ async def test_empty_lists_say_so(h):
     await fill(h)
     [reply] = await h.send("/overdue", user=BORIS_TG)
     assert reply.plain_text == "No overdue tasks." and reply.reply_markup is None
+
+
+async def test_a_status_without_deadlines_keeps_its_tasks_out_of_overdue_and_today(h):
+    """A task in «Rejected» (active, but hasDeadline=0 in Planfix) is neither overdue nor due today, though
+    /my still lists it and its card still shows the date."""
+    h.pf.add_task(title="Rejected late", owner=BORIS, workers=(ANNA,), status=6, deadline=NOW - timedelta(hours=5))
+    h.pf.add_task(title="Open late", owner=BORIS, workers=(ANNA,), status=2, deadline=NOW - timedelta(hours=5))
+    await fill(h)
+    [overdue] = await h.send("/overdue")
+    assert titles(overdue.plain_text) == ["Open late"]
+    [mine] = await h.send("/my")
+    assert sorted(titles(mine.plain_text)) == ["Open late", "Rejected late"]

@@ -65,3 +65,19 @@ async def test_status_counts_the_tasks_set_aside(h):
     [reply] = await h.send("/status", user=ADMIN_TG)
     assert f"Tasks set aside (Planfix does not show them: no access, a malformed card): 1, e.g. {task.id} (3002)" \
         in reply.plain_text
+
+
+async def test_status_shows_a_first_start_or_catch_up_under_way(h):
+    """While a long first start or catch-up runs, /status says how far it got (it commits as it goes)."""
+    from datetime import timedelta
+
+    from bot.watch.poller import CATCH_UP, FIRST_START, Progress
+
+    h.poller.progress = Progress(FIRST_START, 12_300, 50_000)
+    [reply] = await h.send("/status", user=ADMIN_TG)
+    assert "First start: 12,300 of 50,000 tasks remembered" in reply.plain_text
+    reached = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
+    h.poller.progress = Progress(CATCH_UP, 4_000, reached=reached, behind=timedelta(hours=50))
+    [reply] = await h.send("/status", user=ADMIN_TG)
+    assert "Catching up after downtime: 4,000 actions read, feed read up to 20.11 12:00 (2 d 2 h behind)" in (
+        reply.plain_text)

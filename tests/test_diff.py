@@ -168,3 +168,82 @@ def test_snapshot_round_trip():
     """Snapshots are stored as JSON and come back equal."""
     snap = stored(task())
     assert Snapshot.from_data(snap.to_data()) == snap
+
+
+# --- hasDeadline (issue 10, item 3) -----------------------------------------------------------------------------
+
+REJECTED = {**STATUSES, 6: Status(6, "Отклоненная", is_active=True, has_deadline=False)}
+
+
+def test_an_active_status_without_has_deadline_never_falls_due():
+    """A status Planfix keeps active but tracks no deadline in (a real account's "rejected") gives no overdue
+    notice and no reminder, however long ago the deadline passed."""
+    from bot.watch.diff import Lead, deadline_events
+
+    snap = baseline(task(status=6, deadline=Deadline(NOW + timedelta(minutes=30))), REJECTED, NOW)
+    assert snap.is_active and not snap.has_deadline and not snap.tracks_deadline
+    later = deadline_events(snap, NOW + timedelta(days=3), leads=[Lead.parse("1h")])
+    assert later.events == []
+    assert deadline_events(snap, NOW, leads=[Lead.parse("1h")]).events == []
+
+
+def test_moving_a_task_into_a_status_without_deadlines_disarms_overdue_and_back_rearms_it():
+    """Rejecting a task with a passed deadline announces the status change only; reopening it announces the
+    status change and then the overdue notice, as the deadline counts again."""
+    late = task(deadline=Deadline(NOW - timedelta(hours=1)))
+    snap = diff_task(stored(task()), 1, task(status=6), statuses=REJECTED, now=NOW).snapshot
+    rejected = diff_task(snap, 2, dataclasses.replace(late, status=6), statuses=REJECTED, now=NOW)
+    assert [e.kind for e in rejected.events] == [DEADLINE]
+    reopened = diff_task(rejected.snapshot, 3, dataclasses.replace(late, status=2), statuses=REJECTED, now=NOW)
+    assert [e.kind for e in reopened.events] == [STATUS, OVERDUE]
+
+
+# --- new tasks and assignments (issue 10, item 7) ---------------------------------------------------------------
+
+def test_a_task_created_and_moved_on_between_two_polls_is_announced_with_its_changes():
+    """First seen in the feed after the first start: the state before the feed's actions is rebuilt from them
+    (status before the first change, deadline before the first move, no assignees before creation), so its
+    status and deadline changes and its assignee come out, each with its author."""
+    from bot.events import ASSIGNED
+    from bot.watch.diff import first_sight
+
+    due = Deadline(NOW + timedelta(days=1))
+    moved = Deadline(NOW + timedelta(days=3))
+    now_task = task(status=2, deadline=moved)
+    actions = [
+        Action(id=1, type="TASKCREATED", task_id=100, at=NOW - timedelta(minutes=3), owner=ALICE,
+               deadline_change=DateChange(due, due)),
+        Action(id=2, type="ACTION", task_id=100, at=NOW - timedelta(minutes=2), owner=BOB,
+               status_change=StatusChange(1, 2)),
+        Action(id=3, type="TASKCHANGED", task_id=100, at=NOW - timedelta(minutes=1), owner=ALICE,
+               deadline_change=DateChange(due, moved)),
+    ]
+    result = first_sight(now_task, statuses=STATUSES, actions=actions, now=NOW)
+    got = [(e.kind, e.old_value, e.new_value, e.actor_id) for e in result.events]
+    assert got == [
+        (STATUS, "Новая", "В работе", 11),
+        (DEADLINE, due.to_json(), moved.to_json(), 10),
+        (ASSIGNED, None, "Bob", 10),
+    ]
+    assert result.events[2].subject_id == 11
+    assert result.snapshot.status == 2 and result.snapshot.deadline == moved.to_json()
+
+
+def test_first_sight_without_actions_stays_silent():
+    """The sweep's first sight (no actions) and a task shown to us without changes say nothing."""
+    from bot.watch.diff import first_sight
+
+    assert first_sight(task(status=2), statuses=STATUSES, actions=[], now=NOW).events == []
+
+
+def test_a_new_assignee_of_an_existing_task_gives_one_assigned_event_each():
+    """Adding assignees gives one `assigned` per new assignee (subject_id = their id); removing one gives none."""
+    from bot.events import ASSIGNED
+
+    carol = PersonRef(12, "Carol")
+    act = Action(id=5, type="TASKCHANGED", task_id=100, at=NOW, owner=ALICE)
+    result = diff_task(stored(task()), 4, task(workers=(BOB, carol)), statuses=STATUSES, actions=[act], now=NOW)
+    [event] = result.events
+    assert (event.kind, event.subject_id, event.new_value, event.actor_id) == (ASSIGNED, 12, "Carol", 10)
+    assert event.key == "assigned:100:4:12"
+    assert diff_task(stored(task()), 4, task(workers=()), statuses=STATUSES, now=NOW).events == []

@@ -457,3 +457,13 @@ def test_any_message_of_any_kind_is_accepted_and_fits(lang, group, digest, as_di
         message = render_events(group, lang=lang, tz=MOSCOW, web_url=WEB)
     plain = accepted(message)
     assert utf16_len(plain) <= MESSAGE_LIMIT
+
+
+@pytest.mark.parametrize(("lang", "line"), [("ru", "Новый исполнитель: Анна <Smith>"), ("en", "New assignee: Анна <Smith>")])
+def test_assigned_names_the_new_assignee_and_who_did_it(lang, line):
+    """`assigned`: the task, the new assignee (escaped) and who assigned them, in ru and en."""
+    from bot.events import ASSIGNED
+
+    text = accepted(render_event(event(ASSIGNED, old_value=None, new_value="Анна <Smith>", subject_id=2),
+                                 lang=lang, tz=MOSCOW, web_url=WEB))
+    assert text.startswith("👤 #525330") and line in text and "Иван Петров" in text

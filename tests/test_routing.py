@@ -147,3 +147,19 @@ def test_delivery_defaults():
     assert settings.delivery.long_wait_alert_seconds == 300 and settings.delivery.max_in_flight == 16
     route = settings.routes[0]
     assert (route.timezone, route.urgent_bypasses_quiet_hours, route.silent) == (None, False, False)
+
+
+def test_assigned_goes_to_the_new_assignee_and_to_routes_that_ask_for_it_only():
+    """`assigned` is personal: among linked users only the new assignee hears it (not other participants, not
+    the one who assigned); routes get it only if their `events` list "assigned"."""
+    from bot.events import ASSIGNED
+
+    users = [UserLink(telegram_id=100, planfix_id=10), UserLink(telegram_id=101, planfix_id=11),
+             UserLink(telegram_id=102, planfix_id=12)]
+    routes = [Route(chat_id=-1), Route(chat_id=-2, events=["status", "assigned"])]
+    ev = Event(kind=ASSIGNED, key="assigned:1:1:11", task_id=1, task_general=5, task_title="T",
+               occurred_at=datetime(2026, 11, 23, tzinfo=UTC), new_value="Bob", subject_id=11, actor_id=12,
+               participants=(10, 11, 12))
+    assert sorted(r.chat_id for r in recipients(ev, routes, users)) == [-2, 101]
+    self_assigned = Event(**{**ev.__dict__, "actor_id": 11})
+    assert [r.chat_id for r in recipients(self_assigned, routes, users)] == [-2]

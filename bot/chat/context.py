@@ -19,6 +19,7 @@ from bot.planfix.budget import Priority, priority
 from bot.planfix.client import PlanfixClient
 from bot.planfix.errors import PlanfixError, PlanfixItemError
 from bot.planfix.models import Status
+from bot.watch.poller import Progress
 from state.prefs import Prefs, TaskIndex
 from state.store import Store
 
@@ -57,6 +58,7 @@ class ChatContext:
     last_poll: Callable[[], datetime | None] = lambda: None  # the poller's last successful feed poll
     poll_interval: Callable[[], float] = lambda: 30.0  # the current feed interval (stretches with the budget)
     problem: Callable[[], str | None] = lambda: None  # why background checks stopped, if they did
+    progress: Callable[[], Progress | None] = lambda: None  # a first start or catch-up under way
     wake_sender: Callable[[], None] = lambda: None
     sender_counts: Callable[[], tuple[int, int]] = lambda: (0, 0)  # messages sent, rows given up
     clock: Callable[[], datetime] = utc_now

@@ -1,5 +1,5 @@
-"""/status for the bot's admins: version, uptime, the last successful poll and its lag, Planfix requests used today
-against the budget, the outbox, and inactive chats with the reason."""
+"""/status for the bot's admins: version, uptime, the last successful poll and its lag, a first start or catch-up
+under way, Planfix requests used today against the budget, the outbox, and inactive chats with the reason."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from bot.chat.context import ChatContext
 from bot.chat.texts import texts
 from bot.notify.render import escape, truncate
 from bot.redact import redact
+from bot.watch.poller import FIRST_START
 
 PROCESS_STARTED = datetime.now(UTC)  # this module is imported when the daemon starts
 INACTIVE_SHOWN = 20
@@ -56,6 +57,15 @@ def status_report(ctx: ChatContext, lang: str, chat_id: int) -> str:
     else:
         lines.append(escape(words["status_poll"].format(when=local(last, "%d.%m %H:%M:%S"),
                                                         ago=duration((now - last).total_seconds(), lang))))
+    progress = ctx.progress()
+    if progress is not None and progress.kind == FIRST_START:
+        total = f"{progress.total:,}" if progress.total is not None else "?"
+        lines.append(escape(words["status_first_start"].format(done=f"{progress.done:,}", total=total)))
+    elif progress is not None:
+        behind = progress.behind.total_seconds() if progress.behind is not None else 0.0
+        lines.append(escape(words["status_catch_up"].format(
+            done=f"{progress.done:,}", reached=local(progress.reached) if progress.reached else "?",
+            behind=duration(behind, lang))))
     budget = ctx.client.budget
     lines.append(escape(words["status_budget"].format(used=budget.used, daily=budget.daily, reserve=budget.reserve,
                                                       reset=local(budget.day_ends))))

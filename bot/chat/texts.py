@@ -112,6 +112,9 @@ TEXTS: dict[str, dict[str, str]] = {
         "status_title": "🩺 <b>planfix-bot {version}</b>, работает {uptime}",
         "status_poll": "Последний успешный опрос: {when} ({ago} назад)",
         "status_no_poll": "Успешных опросов ещё не было.",
+        "status_first_start": "⏳ Первый запуск: запомнено {done} из {total} задач; уведомления начнутся после него",
+        "status_catch_up": "⏳ Догоняем ленту после перерыва: прочитано {done} действий, лента прочитана до {reached} "
+        "(отставание {behind})",
         "status_budget": "Запросы к ПланФиксу сегодня: {used} из {daily} (резерв {reserve}), сброс {reset}",
         "status_paused": "⏸ Фоновые запросы приостановлены до {until}",
         "status_outbox": "Очередь: {pending} сообщ.; самое старое ждёт {oldest}",
@@ -243,6 +246,9 @@ TEXTS: dict[str, dict[str, str]] = {
         "status_title": "🩺 <b>planfix-bot {version}</b>, up {uptime}",
         "status_poll": "Last successful poll: {when} ({ago} ago)",
         "status_no_poll": "No successful poll yet.",
+        "status_first_start": "⏳ First start: {done} of {total} tasks remembered; notifications begin when it is done",
+        "status_catch_up": "⏳ Catching up after downtime: {done} actions read, feed read up to {reached} "
+        "({behind} behind)",
         "status_budget": "Planfix requests today: {used} of {daily} (reserve {reserve}), resets {reset}",
         "status_paused": "⏸ Background requests paused until {until}",
         "status_outbox": "Outbox: {pending} waiting; the oldest for {oldest}",

@@ -74,7 +74,7 @@ class TaskView:
             project_id=snap.project_id,
             project_title=snap.project_title,
             deadline=snap.deadline,
-            deadline_due=snap.deadline_due,
+            deadline_due=snap.deadline_due if snap.has_deadline else None,
             owner=name(snap.owner_id) if snap.owner_id else None,
             assignees=tuple(name(w) for w in snap.workers) + tuple(snap.worker_groups),
             auditors=tuple(name(a) for a in snap.auditors),
@@ -100,7 +100,8 @@ class TaskView:
             project_id=task.project.id if task.project else None,
             project_title=task.project.title if task.project else None,
             deadline=task.deadline.to_json() if task.deadline else None,
-            deadline_due=task.deadline.due.timestamp() if task.deadline else None,
+            deadline_due=task.deadline.due.timestamp() if task.deadline and (status is None or status.has_deadline)
+            else None,
             owner=task.owner.name if task.owner else None,
             assignees=tuple(p.name for p in task.workers) + tuple(g.name for g in task.worker_groups),
             auditors=tuple(p.name for p in task.auditors),

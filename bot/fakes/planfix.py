@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import bisect
 import binascii
 import dataclasses
 import itertools
@@ -28,15 +29,16 @@ DATETIME_FORMAT = "%d-%m-%Y %H:%M"
 MAX_PAGE_SIZE = 100
 API_USER_ID = 1
 
-# The default process: (id, ru, en, is_active). Numeric ids are our guess (PLANFIX-API.md §6.1, UNCONFIRMED).
+# The default process: (id, ru, en, is_active, has_deadline). Numeric ids are our guess (PLANFIX-API.md §6.1,
+# UNCONFIRMED). As on a real account (§16), "Rejected" counts as active but Planfix tracks no deadline in it.
 DEFAULT_STATUSES = (
-    (1, "Новая", "New", True),
-    (2, "В работе", "In progress", True),
-    (3, "Завершенная", "Completed", False),
-    (4, "Отложенная", "Postponed", True),
-    (5, "Выполненная", "Done", False),
-    (6, "Отклоненная", "Rejected", True),
-    (7, "Отмененная", "Canceled", False),
+    (1, "Новая", "New", True, True),
+    (2, "В работе", "In progress", True, True),
+    (3, "Завершенная", "Completed", False, False),
+    (4, "Отложенная", "Postponed", True, True),
+    (5, "Выполненная", "Done", False, False),
+    (6, "Отклоненная", "Rejected", True, False),
+    (7, "Отмененная", "Canceled", False, False),
 )
 DEFAULT_SET_ID = 2
 FAULT_KINDS = frozenset({"http500", "http502", "hang", "hang_after", "malformed", "billion_laughs", "oversized",
@@ -85,6 +87,7 @@ class FakeStatus:
     set_id: int
     is_active: bool = True
     en_name: str | None = None
+    has_deadline: bool = True  # hasDeadline: Planfix tracks deadlines in this status
 
 
 @dataclass
@@ -149,10 +152,16 @@ class FakeAccount:
         # another user (UNCONFIRMED for a non-admin API user; `owner_refusal` = the error code and message).
         self.refused_transitions: dict[tuple[int | None, int], tuple[str, str]] = {}
         self.owner_refusal: tuple[str, str] | None = None
+        # Large accounts (30,000+ tasks) must page in linear time overall: a generation counter, bumped by every
+        # verb, lets list answers be computed once per state; actions keep their minute keys for bisecting.
+        self.generation = 0
+        self._action_minutes: list[float] = []
+        self._actions_ordered = True
+        self._checked = 0
         self.add_user(API_USER_ID, "Planfix", "Bot", login=login, timezone=timezone, role="ADMIN")
         self.status_sets[DEFAULT_SET_ID] = "Стандартный процесс"
-        for status_id, ru, en, active in DEFAULT_STATUSES:
-            self.add_status(status_id, ru, is_active=active, en_name=en)
+        for status_id, ru, en, active, has_deadline in DEFAULT_STATUSES:
+            self.add_status(status_id, ru, is_active=active, en_name=en, has_deadline=has_deadline)
 
     @property
     def tz(self) -> ZoneInfo:
@@ -194,9 +203,11 @@ class FakeAccount:
         set_id: int = DEFAULT_SET_ID,
         is_active: bool = True,
         en_name: str | None = None,
+        has_deadline: bool = True,
     ) -> None:
         self.status_sets.setdefault(set_id, f"Процесс {set_id}")
-        self.statuses[id] = FakeStatus(id, name, set_id, is_active, en_name)
+        self.statuses[id] = FakeStatus(id, name, set_id, is_active, en_name, has_deadline)
+        self.generation += 1
 
     def add_task(
         self,
@@ -237,6 +248,7 @@ class FakeAccount:
         )
         self.tasks[task.id] = task
         self._generals_used.add(task.general)
+        self.generation += 1
         if record_action:
             # Real TASKCREATED actions carry the initial deadline as an old = new change (GO fixture).
             change = (deadline, deadline) if deadline is not None else None
@@ -301,6 +313,7 @@ class FakeAccount:
         for name, value in fields.items():
             setattr(task, name, value)
         self._generals_used.add(task.general)
+        self.generation += 1
 
     def deny_access(self, task_id: int, code: str = "3002", *, in_batch: str = "error") -> None:
         """The API user loses access to one task: task.get answers `code`; a task.getMulti naming it fails with
@@ -309,9 +322,11 @@ class FakeAccount:
         if in_batch not in ("error", "omit"):
             raise ValueError("in_batch is 'error' or 'omit'")
         self.denied[task_id] = (code, in_batch)
+        self.generation += 1
 
     def allow_access(self, task_id: int) -> None:
         self.denied.pop(task_id, None)
+        self.generation += 1
 
     def malform(self, task_id: int, field: str = "general") -> None:
         """Render this task's card without `general`, with a non-numeric status, or an impossible endTime."""
@@ -322,6 +337,7 @@ class FakeAccount:
     def delete_task(self, task_id: int) -> None:
         """Remove the task (task.get then answers 3001); its past actions stay in the feed."""
         del self.tasks[task_id]
+        self.generation += 1
 
     def task(self, task_id: int) -> FakeTask:
         return self.tasks[task_id]
@@ -348,7 +364,27 @@ class FakeAccount:
             **details,  # type: ignore[arg-type]
         )
         self.actions.append(action)
+        if len(self._action_minutes) == len(self.actions) - 1:
+            self._action_minutes.append(_minute(action.at).timestamp())
+        self.generation += 1
         return action
+
+    def actions_between(self, start: datetime, end: datetime) -> list[FakeAction]:
+        """Actions whose minute lies in [start, end]: bisected while the feed is in time order (the clock only
+        moves forward), scanned otherwise."""
+        if len(self._action_minutes) != len(self.actions):  # first call, or the list was edited directly
+            self._action_minutes = [_minute(a.at).timestamp() for a in self.actions]
+            self._actions_ordered = all(a <= b for a, b in itertools.pairwise(self._action_minutes))
+        elif self._action_minutes and self._checked < len(self._action_minutes):
+            tail = self._action_minutes[max(0, self._checked - 1):]
+            self._actions_ordered = self._actions_ordered and all(a <= b for a, b in itertools.pairwise(tail))
+        self._checked = len(self._action_minutes)
+        if not self._actions_ordered:
+            return [a for a in self.actions if start <= _minute(a.at) <= end]
+        keys = self._action_minutes
+        low = bisect.bisect_left(keys, start.timestamp())
+        high = bisect.bisect_right(keys, end.timestamp())
+        return self.actions[low:high]
 
 
 def _check_due(value: object) -> None:
@@ -502,7 +538,7 @@ def render_status(parent: Element, status: FakeStatus) -> None:
     _sub(node, "name", status.name)
     _sub(node, "color", "#999999")
     _sub(node, "isActive", _flag(status.is_active))
-    _sub(node, "hasDeadline", 1)
+    _sub(node, "hasDeadline", _flag(status.has_deadline))
     texts = _sub(node, "texts")
     for lang, name in (("Ru", status.name), ("En", status.en_name)):
         if name:
@@ -630,6 +666,7 @@ class FakePlanfix(FakeAccount):
         self.forbidden_methods: set[str] = set()  # answered 0020 "function call forbidden" (a restricted token)
         self.url = ""
         self._injected: list[_Injected] = []
+        self._list_cache: dict[tuple[str, str], tuple[int, list[FakeTask]]] = {}
         self._runner: web.AppRunner | None = None
         self._last_arrival: float | None = None
         self._methods: dict[str, Callable[[Element], Element]] = {
@@ -861,8 +898,14 @@ class FakePlanfix(FakeAccount):
         return root
 
     def _task_get_list(self, doc: Element) -> Element:
-        tasks = [t for t in sorted(self.tasks.values(), key=lambda t: t.id)
-                 if self._task_matches(t, doc) and t.id not in self.denied]
+        # Computed once per account state and query (page 1 always recomputes), so paging is linear overall.
+        key = (_text(doc, "target"), _text(doc, "filter"))
+        cached = self._list_cache.get(key)
+        if cached is None or cached[0] != self.generation or (_int_param(doc, "pageCurrent") or 1) == 1:
+            cached = (self.generation, [t for t in sorted(self.tasks.values(), key=lambda t: t.id)
+                                        if self._task_matches(t, doc) and t.id not in self.denied])
+            self._list_cache = {key: cached}
+        tasks = cached[1]
         return self._paged(doc, "tasks", tasks, lambda parent, t: render_task(parent, t, self, with_people=False),
                            quirks=True)
 
@@ -902,11 +945,7 @@ class FakePlanfix(FakeAccount):
         end = self._date_param(doc, "toDate", end_of_day=True)
         task_id = _int_param(doc, "task/id")
         # Planfix dates have minute resolution, so compare whole minutes; both bounds inclusive (UNCONFIRMED).
-        actions = [
-            a
-            for a in self.actions
-            if start <= _minute(a.at) <= end and (task_id is None or a.task_id == task_id)
-        ]
+        actions = [a for a in self.actions_between(start, end) if task_id is None or a.task_id == task_id]
         return self._actions_page(doc, actions)
 
     def _actions_page(self, doc: Element, actions: list[FakeAction]) -> Element:

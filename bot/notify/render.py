@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
 
-from bot.events import DAILY, DEADLINE, DIGEST, OVERDUE, REMINDER, STATUS, Event
+from bot.events import ASSIGNED, DAILY, DEADLINE, DIGEST, OVERDUE, REMINDER, STATUS, Event
 from bot.notify.planfix_html import planfix_html_to_telegram, truncate, utf16_len
 from bot.planfix.models import Deadline, PersonRef, Task
 
@@ -20,6 +20,7 @@ __all__ = [
     "relative_deadline",
     "render_event",
     "render_events",
+    "digest_parts",
     "render_task_card",
     "task_url",
     "truncate",
@@ -55,9 +56,11 @@ TEXTS: dict[str, dict[str, str]] = {
         "untitled": "(без названия)",
         "too_long": "Сообщение не поместилось в Telegram — подробности в задаче:",
         "reminder": "Срок через {lead}: {deadline}",
+        "assigned": "Новый исполнитель",
         "reminder_soon": "Скоро срок: {deadline}",
         "earlier": "…и ещё {n} {changes} раньше",
         "digest": "Пока бот не работал: {n} {changes}",
+        "burst": "Сразу {n} {changes}",
         "changes": "изменение|изменения|изменений",
         "units": "m=минуту|минуты|минут;h=час|часа|часов;d=день|дня|дней;w=неделю|недели|недель",
         "due_in": "через {n} {unit}",
@@ -85,9 +88,11 @@ TEXTS: dict[str, dict[str, str]] = {
         "untitled": "(untitled)",
         "too_long": "The message didn't fit into Telegram — see the task:",
         "reminder": "Deadline in {lead}: {deadline}",
+        "assigned": "New assignee",
         "reminder_soon": "Deadline soon: {deadline}",
         "earlier": "…and {n} earlier {changes}",
         "digest": "While the bot was away: {n} {changes}",
+        "burst": "{n} {changes} at once",
         "changes": "change|changes|changes",
         "units": "m=minute|minutes|minutes;h=hour|hours|hours;d=day|days|days;w=week|weeks|weeks",
         "due_in": "in {n} {unit}",
@@ -97,7 +102,8 @@ TEXTS: dict[str, dict[str, str]] = {
         "daily_today": "Due today",
     },
 }
-ICONS = {STATUS: "🔄", DEADLINE: "📅", OVERDUE: "⏰", REMINDER: "⏳", DIGEST: "🗂", DAILY: "🗓", "card": "📋",
+ICONS = {STATUS: "🔄", DEADLINE: "📅", OVERDUE: "⏰", REMINDER: "⏳", ASSIGNED: "👤", DIGEST: "🗂", DAILY: "🗓",
+         "card": "📋",
          "other": "🔔"}
 
 _DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -245,6 +251,8 @@ def _change_line(event: Event, lang: str, tz: ZoneInfo) -> str:
     if event.kind == STATUS:
         old = event.old_value or ""
         return f"{texts['status']}: {_transition(old, event.new_value or '—')}"
+    if event.kind == ASSIGNED:
+        return f"{texts['assigned']}: <b>{_value(event.new_value or '—')}</b>"
     return f"{_value(event.kind)}: {_transition(event.old_value or '', event.new_value or '—')}"
 
 
@@ -314,8 +322,9 @@ def _plural(n: int, forms: str, lang: str) -> str:
 
 
 def _render_digest(event: Event, lang: str, tz: ZoneInfo, web_url: str) -> str:
-    """Many changes folded into one message (a catch-up after downtime): one line per change, newest last,
-    cut at a line boundary with "and N more" so that it always fits."""
+    """Many changes folded into one message (a catch-up after downtime, or a burst while running): one line per
+    change, newest last. The poller already split a long digest into parts that fit (digest_parts); "and N more"
+    is only a safety net for items that render longer than measured."""
     texts = TEXTS[lang]
     items: list[Event] = []
     for data in event.items:
@@ -324,16 +333,16 @@ def _render_digest(event: Event, lang: str, tz: ZoneInfo, web_url: str) -> str:
         except (TypeError, ValueError, KeyError):
             continue  # one unreadable item must not cost the whole digest
     total = max(len(event.items), len(items))
-    header = f"{ICONS[DIGEST]} <b>{escape(texts['digest'].format(n=total, changes=_plural(total, texts['changes'], lang)))}</b>"
-    lines = [header]
+    why, part, whole = ((event.old_value or "").split(":") + ["", ""])[:3]
+    shown = int(whole) if whole.isdigit() else total  # a part's header counts the whole digest
+    changes = _plural(shown, texts["changes"], lang)
+    title = texts["burst" if why == "burst" else "digest"].format(n=shown, changes=changes)
+    if part:
+        title += f" ({part})"
+    lines = [f"{ICONS[DIGEST]} <b>{escape(title)}</b>"]
     used = 0
     for index, item in enumerate(items):
-        url = escape(task_url(web_url, item.task_general))
-        title = escape(truncate(" ".join(item.task_title.split()), DIGEST_TITLE_LIMIT)) or escape(texts["untitled"])
-        when = escape(_when(item.occurred_at, tz))
-        line = f'• {when} <a href="{url}">#{escape(item.task_general)}</a> {title}: {_change_line(item, lang, tz)}'
-        if item.actor_name:
-            line += f" — {_field(item.actor_name, NAME_LIMIT)}"
+        line = _digest_line(item, lang, tz, web_url)
         cost = _visible_len(line) + 1
         if used + cost > DIGEST_BUDGET:
             rest = total - index
@@ -345,6 +354,32 @@ def _render_digest(event: Event, lang: str, tz: ZoneInfo, web_url: str) -> str:
         if total > len(items):  # unreadable items are counted, not hidden
             lines.append(escape(texts["more"].format(n=total - len(items))))
     return _fit("\n".join(lines), ICONS[DIGEST], event.task_general, web_url, texts)
+
+
+def _digest_line(item: Event, lang: str, tz: ZoneInfo, web_url: str) -> str:
+    texts = TEXTS[lang]
+    url = escape(task_url(web_url, item.task_general))
+    title = escape(truncate(" ".join(item.task_title.split()), DIGEST_TITLE_LIMIT)) or escape(texts["untitled"])
+    when = escape(_when(item.occurred_at, tz))
+    line = f'• {when} <a href="{url}">#{escape(item.task_general)}</a> {title}: {_change_line(item, lang, tz)}'
+    if item.actor_name:
+        line += f" — {_field(item.actor_name, NAME_LIMIT)}"
+    return line
+
+
+def digest_parts(events: Sequence[Event], *, web_url: str, tz: ZoneInfo) -> list[list[Event]]:
+    """Consecutive runs of `events` whose digest lines fit one Telegram message in every language: where a
+    digest must be split so that nothing is cut (the poller folds with this)."""
+    parts: list[list[Event]] = [[]]
+    used = 0
+    for item in events:
+        cost = max(_visible_len(_digest_line(item, lang, tz, web_url)) for lang in TEXTS) + 1
+        if parts[-1] and used + cost > DIGEST_BUDGET:
+            parts.append([])
+            used = 0
+        parts[-1].append(item)
+        used += cost
+    return parts
 
 
 def relative_deadline(due: float, now: datetime, lang: str) -> str:

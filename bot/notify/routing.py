@@ -1,4 +1,5 @@
-"""Who gets which event: configured route chats and linked users taking part in the task, never the actor.
+"""Who gets which event: configured route chats and linked users taking part in the task, never the actor
+(`assigned` goes only to the new assignee among linked users, and to routes that list it).
 
 Quiet hours are a property of a route: inside the window a route's messages are deferred to its end (never
 dropped), read in the route's own time zone; HIGH-importance tasks may bypass the window when the route says so.
@@ -18,7 +19,7 @@ from typing import Protocol
 from zoneinfo import ZoneInfo
 
 from bot.config import Route, UserLink
-from bot.events import Event
+from bot.events import ASSIGNED, Event
 from state.records import DeliveryRow
 
 URGENT = "HIGH"
@@ -57,8 +58,10 @@ def recipients(event: Event, routes: Sequence[Route], users: Sequence[UserLink])
             continue
         found.setdefault(route.chat_id, Recipient(route.chat_id, "route", route))
     for user in users:
-        # Nobody is told about their own change.
+        # Nobody is told about their own change; an assignment is personal to the new assignee.
         if user.planfix_id == event.actor_id or user.planfix_id not in event.participants:
+            continue
+        if event.kind == ASSIGNED and user.planfix_id != event.subject_id:
             continue
         found.setdefault(user.telegram_id, Recipient(user.telegram_id, "participant"))
     return list(found.values())

@@ -1,9 +1,14 @@
-"""Catching up without a flood: fold one chat's many (or old) events from one poll into a single digest.
+"""No flood: fold one chat's many (or old) events from one poll into a single digest.
 
-After downtime the first poll can find dozens of changes at once. Each event is still detected, stored and
-de-duplicated as usual (its key goes into the events table, so a re-poll never queues it again), but when one
-chat would get more than `threshold` messages from that poll, the chat gets one `digest` event instead whose
-`items` are the folded events (`Event.to_json()` each, oldest first) and whose `new_value` is their count.
+After downtime the first poll can find dozens of changes at once, and while running a bulk change in Planfix
+(150 tasks moved at once) does the same. Each event is still detected, stored and de-duplicated as usual (its key
+goes into the events table, so a re-poll never queues it again), but when one chat would get more than
+`threshold` messages from that poll (the catch-up threshold after downtime, the burst threshold otherwise), the
+chat gets one `digest` event instead whose `items` are the folded events (`Event.to_json()` each, oldest first)
+and whose `new_value` is their count; `old_value` says why (CATCHUP or BURST) and, when Telegram's length limit
+forces a burst into several messages, which part this is and of how many changes ("burst:2/3:150"). A burst
+is never cut: `split` (from the notify layer, which knows how long each line renders) decides where its parts
+end. A catch-up stays one message (its tail counted, "and N more"): days of changes must not flood a chat.
 Events older than `max_age` are never replayed one by one, in any poll: they go into the chat's digest too.
 The digest key is derived from the chat and the folded event keys, so detecting the same set twice (a crash
 before the commit, then the same poll again) cannot queue two digests.
@@ -13,14 +18,25 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
 from bot.events import DIGEST, Event
 from state.records import DeliveryRow
 
 
-def digest_event(chat_id: int, folded: Sequence[Event], now: datetime) -> Event:
+CATCHUP, BURST = "catchup", "burst"  # why a digest was made: downtime (or old news), or a burst while running
+PART_SIZE = 25  # items per digest part when no `split` is given (the notify layer measures the real lines)
+
+Split = Callable[[Sequence[Event]], list[list[Event]]]
+
+
+def split_evenly(events: Sequence[Event], size: int = PART_SIZE) -> list[list[Event]]:
+    return [list(events[i : i + size]) for i in range(0, len(events), size)] or [[]]
+
+
+def digest_event(chat_id: int, folded: Sequence[Event], now: datetime, *, why: str = CATCHUP,
+                 part: tuple[int, int] = (1, 1), of: int | None = None) -> Event:
     """One `digest` for a chat: the folded events oldest first; the key depends only on chat and their keys."""
     ordered = sorted(folded, key=lambda e: (e.occurred_at, e.key))
     fingerprint = hashlib.sha256("\n".join(sorted(e.key for e in ordered)).encode("utf-8")).hexdigest()[:20]
@@ -31,6 +47,7 @@ def digest_event(chat_id: int, folded: Sequence[Event], now: datetime) -> Event:
         task_general=0,
         task_title="",
         occurred_at=now,
+        old_value=why if part == (1, 1) else f"{why}:{part[0]}/{part[1]}:{of or len(ordered)}",
         new_value=str(len(ordered)),
         items=tuple(e.to_json() for e in ordered),
     )
@@ -43,10 +60,13 @@ def fold(
     *,
     threshold: int | None,
     max_age: timedelta | None,
+    why: str = CATCHUP,
+    split: Split | None = None,
 ) -> tuple[list[Event], list[DeliveryRow]]:
-    """Replace each chat's rows by one digest row where needed; returns (digest events, rows to queue).
+    """Replace each chat's rows by one digest (in as many parts as the message length needs) where needed;
+    returns (digest events, rows to queue).
 
-    `threshold` None means "not a catch-up poll": only events older than `max_age` are folded then."""
+    `threshold` None means "fold no crowd": only events older than `max_age` are folded then."""
     by_key = {e.key: e for e in events}
     per_chat: dict[int, list[DeliveryRow]] = {}
     for row in rows:
@@ -64,9 +84,18 @@ def fold(
         kept.extend(r for r in chat_rows if r.event_key not in folded_keys)
         if not folded:
             continue
-        digest = digest_event(chat_id, [by_key[r.event_key] for r in folded if r.event_key in by_key], now)
-        digests.append(digest)
+        events_folded = sorted((by_key[r.event_key] for r in folded if r.event_key in by_key),
+                               key=lambda e: (e.occurred_at, e.key))
+        crowd = threshold is not None and len(chat_rows) > threshold
+        # A live burst names every change, in as many messages as it takes; a catch-up (possibly days of changes)
+        # stays one summary message whose tail is counted ("and N more"), so a long downtime cannot flood a chat.
+        burst = crowd and why == BURST
+        parts = ([p for p in (split or split_evenly)(events_folded) if p] if burst else []) or [events_folded]
         # Quiet hours: the digest waits as long as the latest of the rows it replaces would have waited.
         waits = [r.not_before for r in folded if r.not_before is not None]
-        kept.append(dataclasses.replace(folded[0], event_key=digest.key, not_before=max(waits) if waits else None))
+        for index, part in enumerate(parts, 1):
+            digest = digest_event(chat_id, part, now, why=why if crowd else CATCHUP, part=(index, len(parts)),
+                                  of=len(events_folded))
+            digests.append(digest)
+            kept.append(dataclasses.replace(folded[0], event_key=digest.key, not_before=max(waits) if waits else None))
     return digests, kept

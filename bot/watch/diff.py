@@ -8,8 +8,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from bot.events import DEADLINE, OVERDUE, REMINDER, STATUS, Event
-from bot.planfix.models import Action, Status, Task
+from bot.events import ASSIGNED, DEADLINE, OVERDUE, REMINDER, STATUS, Event
+from bot.planfix.models import Action, PersonRef, Status, Task
+
+CREATED = "TASKCREATED"
 
 
 @dataclass(frozen=True)
@@ -38,11 +40,21 @@ class Snapshot:
     worker_groups: tuple[str, ...] = ()  # names of assignee groups
     # str(user id) -> display name, for the owner, the assignees and the auditors
     names: dict[str, str] = dataclasses.field(default_factory=dict, hash=False)
+    # Issue 10: the status's `hasDeadline` — whether Planfix tracks the deadline in it (a rejected status can be
+    # active). Rows stored before it existed count as tracked, as before.
+    has_deadline: bool = True
+
+    @property
+    def tracks_deadline(self) -> bool:
+        """Whether this task can fall due: an active status that keeps deadlines."""
+        return self.is_active and self.has_deadline
 
     def to_data(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
+        # Field by field rather than dataclasses.asdict (a deep copy): a first start writes tens of thousands.
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         for name in _TUPLE_FIELDS:
-            data[name] = list(getattr(self, name))
+            data[name] = list(data[name])
+        data["names"] = dict(self.names)
         return data
 
     @classmethod
@@ -102,6 +114,12 @@ def status_is_active(statuses: Mapping[int, Status], status_id: int) -> bool:
     return status.is_active if status else True
 
 
+def status_has_deadline(statuses: Mapping[int, Status], status_id: int) -> bool:
+    # Same reasoning as status_is_active: an unknown status keeps its deadline.
+    status = statuses.get(status_id)
+    return status.has_deadline if status else True
+
+
 def snapshot_of(
     task: Task, statuses: Mapping[int, Status], *, overdue_for: str | None = None, reminded: tuple[str, ...] = ()
 ) -> Snapshot:
@@ -112,6 +130,7 @@ def snapshot_of(
         status=task.status,
         status_name=status_name(statuses, task.status),
         is_active=status_is_active(statuses, task.status),
+        has_deadline=status_has_deadline(statuses, task.status),
         deadline=task.deadline.to_json() if task.deadline else None,
         deadline_due=task.deadline.due.timestamp() if task.deadline else None,
         project_id=task.project.id if task.project else None,
@@ -156,8 +175,9 @@ def _event(kind: str, key: str, snap: Snapshot, at: datetime, actor: Action | No
 
 
 def is_overdue_now(snap: Snapshot, now: datetime, *, planfix_says_overdue: bool = False) -> bool:
-    """Whether an overdue notice is due: active, has a deadline that passed (or Planfix flags it), not yet told."""
-    if not snap.is_active or snap.deadline is None or snap.overdue_for == snap.deadline:
+    """Whether an overdue notice is due: in a status that tracks deadlines (active and `hasDeadline`), has a
+    deadline that passed (or Planfix flags it), not yet told."""
+    if not snap.tracks_deadline or snap.deadline is None or snap.overdue_for == snap.deadline:
         return False
     passed = snap.deadline_due is not None and snap.deadline_due <= now.timestamp()
     return passed or planfix_says_overdue
@@ -185,7 +205,7 @@ def _reminder_mark(lead: Lead, snap: Snapshot) -> str:
 
 def open_leads(snap: Snapshot, now: datetime, leads: Sequence[Lead]) -> list[Lead]:
     """The leads whose window is open now (deadline ahead, closer than the lead), shortest first."""
-    if not snap.is_active or snap.deadline is None or snap.deadline_due is None:
+    if not snap.tracks_deadline or snap.deadline is None or snap.deadline_due is None:
         return []
     left = snap.deadline_due - now.timestamp()
     if left <= 0:
@@ -240,6 +260,39 @@ def baseline(task: Task, statuses: Mapping[int, Status], now: datetime, leads: S
     return mark_reminded(snap, open_leads(snap, now, leads))
 
 
+def origin(task: Task, actions: Sequence[Action]) -> Task:
+    """The task as it was before these actions, as far as they tell: the status before its first status change,
+    the deadline before its first deadline change, and no assignees if the task was created among them."""
+    mine = sorted((a for a in actions if a.task_id == task.id), key=lambda a: (a.at, a.id))
+    statuses = [a.status_change for a in mine if a.status_change is not None]
+    # TASKCREATED carries the initial deadline as an old = new "change": not a change.
+    deadlines = [a.deadline_change for a in mine if a.deadline_change is not None and a.type != CREATED]
+    created = any(a.type == CREATED for a in mine)
+    workers: tuple[PersonRef, ...] = () if created else task.workers
+    return dataclasses.replace(
+        task,
+        status=statuses[0].old if statuses else task.status,
+        deadline=deadlines[0].old if deadlines else task.deadline,
+        workers=workers,
+    )
+
+
+def first_sight(
+    task: Task,
+    *,
+    statuses: Mapping[int, Status],
+    actions: Sequence[Action],
+    now: datetime,
+    leads: Sequence[Lead] = (),
+) -> TaskDiff:
+    """A task first seen in the feed after the first start (created, or shown to us, since the last poll): its
+    state before the feed's actions is remembered silently, then the changes the actions made are diffed like
+    any other — so a task created and moved on between two polls is not silent. With no such actions (the
+    sweep's first sight, which has none) nothing is announced."""
+    before = baseline(origin(task, actions), statuses, now, leads)
+    return diff_task(before, 0, task, statuses=statuses, actions=actions, now=now, leads=leads)
+
+
 def diff_task(
     old: Snapshot | None,
     revision: int,
@@ -269,6 +322,13 @@ def diff_task(
         events.append(_event(DEADLINE, key, new, now, actor, old.deadline, new.deadline))
         # The deadline notice already says how close it is: reminders whose window is open now are passed over.
         new = mark_reminded(new, open_leads(new, now, leads))
+    for user_id in (w for w in new.workers if w not in old.workers):
+        # Planfix's actions do not say who added an assignee; the task's latest action in the window is the
+        # best guess (the assigner, usually), so a person who assigns themselves is not told.
+        actor = _latest(actions, task_id=task.id, attr="id")
+        key = f"{ASSIGNED}:{task.id}:{revision}:{user_id}"
+        name = new.names.get(str(user_id)) or f"#{user_id}"
+        events.append(dataclasses.replace(_event(ASSIGNED, key, new, now, actor, None, name), subject_id=user_id))
     # Planfix's own flag is trusted only while the deadline stands; right after a move it may be stale.
     flagged = task.is_overdue and new.deadline == old.deadline
     timed = deadline_events(new, now, leads=leads, revision=revision, planfix_says_overdue=flagged)

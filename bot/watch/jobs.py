@@ -322,7 +322,7 @@ class Detection:
             before = sum(budget.granted[p] for p in (Priority.FEED, Priority.ENRICH))
             steady = poller.caught_up  # start-up (user, statuses) and the first-start baseline are one-offs
             result = await poller.poll_once()
-            if steady and not result.baseline:
+            if steady and not result.baseline and not result.more:
                 pacer.observe(sum(budget.granted[p] for p in (Priority.FEED, Priority.ENRICH)) - before)
 
         started = clock()
@@ -336,7 +336,9 @@ class Detection:
             poller.check_deadlines()
 
         jobs = [
-            BackgroundJob("poll", poll_step, interval=pacer.interval, lock=lock, **common),
+            # A first start or catch-up that stopped at its time slice (progress committed) goes on at once.
+            BackgroundJob("poll", poll_step, interval=lambda: 0.0 if poller.more else pacer.interval(), lock=lock,
+                          **common),
             BackgroundJob("deadlines", deadline_step, interval=lambda: deadline_every, ready=deadlines_ready,
                           lock=asyncio.Lock(), uses_planfix=False, **common),
         ]
@@ -391,8 +393,10 @@ def detection_from_settings(
     notify_admins: NotifyAdmins | None = None,
     on_queued: Callable[[int], None] | None = None,
     clock: Callable[[], datetime] = utc_now,
+    split_digest: Any = None,
 ) -> Detection:
-    """Wire the detection side from validated settings (bot.config.Settings)."""
+    """Wire the detection side from validated settings (bot.config.Settings); `split_digest` (from the notify
+    layer) says where a long digest must become several messages."""
     from bot.watch.diff import parse_leads
 
     poll = settings.poll
@@ -406,6 +410,8 @@ def detection_from_settings(
         language=settings.display.language,
         leads=parse_leads(poll.remind_before),
         catchup_threshold=poll.catchup_digest_threshold,
+        burst_threshold=poll.burst_threshold or None,
+        split_digest=split_digest,
         max_event_age=timedelta(hours=poll.max_event_age_hours),
         catchup_after=timedelta(seconds=max(300.0, 10 * poll.interval_seconds)),
     )

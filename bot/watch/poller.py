@@ -24,14 +24,16 @@ from bot.planfix.budget import Priority, priority
 from bot.planfix.client import MAX_PAGE_SIZE, PlanfixClient, is_last_page
 from bot.planfix.errors import TASK_GONE, PlanfixItemError, PlanfixRequestError
 from bot.planfix.models import Action, Status, Task
-from bot.watch.catchup import fold
-from bot.watch.diff import Lead, Snapshot, TaskDiff, baseline, deadline_events, diff_task
+from bot.watch.catchup import BURST, CATCHUP, Split, fold
+from bot.watch.diff import Lead, Snapshot, TaskDiff, baseline, deadline_events, diff_task, first_sight
 from state.records import DeliveryRow, EventRow, PollCommit, StoredSnapshot
 from state.store import Store
 
 log = structlog.get_logger(__name__)
 
 CURSOR = "feed_cursor"
+FEED_PARTIAL = "feed_partial"  # "1": the cursor ends a catch-up sub-window exactly (read on from it, no overlap)
+BASELINE = "baseline_state"  # the first start in progress: JSON of BaselineState; "" or absent when none
 API_USER_ID = "api_user_id"
 API_TIMEZONE = "api_timezone"
 BUDGET = "planfix_budget"
@@ -62,11 +64,77 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+@dataclass(frozen=True)
+class Progress:
+    """A long first start or catch-up under way, for /status, systemd's STATUS= and logs."""
+
+    kind: str  # FIRST_START | CATCH_UP
+    done: int  # tasks remembered so far / actions read so far
+    total: int | None = None  # first start: tasks Planfix lists (totalCount of the last page)
+    reached: datetime | None = None  # catch-up: the feed is read up to here
+    behind: timedelta | None = None  # catch-up: how far `reached` is behind the clock
+
+    def line(self) -> str:
+        """One line in English (systemd STATUS=, logs)."""
+        if self.kind == FIRST_START:
+            of = f" of {self.total:,}" if self.total is not None else ""
+            return f"first start: {self.done:,}{of} tasks remembered; notifications start when it completes"
+        behind = f", {int(self.behind.total_seconds() // 60):,} min behind" if self.behind is not None else ""
+        reached = f"{self.reached:%Y-%m-%d %H:%M %Z}" if self.reached else "?"
+        return f"catching up: {self.done:,} actions read, feed read up to {reached}{behind}"
+
+
+FIRST_START, CATCH_UP = "first_start", "catch_up"
+
+
+@dataclass
+class BaselineState:
+    """How far the first start got; committed with each page, so a restart or a timeout continues from it."""
+
+    started: str  # ISO time the first start began: the feed is read from there once it completes
+    page: int = 1  # the next page of task.getList to read
+    total: int | None = None  # totalCount at the last page read
+    tasks: int = 0  # tasks remembered so far
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def parse(cls, text: str | None) -> BaselineState | None:
+        if not text:
+            return None
+        try:
+            return cls(**json.loads(text))
+        except (TypeError, ValueError):
+            log.warning("poll.baseline_state_ignored", saved=text[:200])
+            return None
+
+
+def subwindow(actions: Sequence[Action], start: datetime, *, capped: bool) -> tuple[list[Action], datetime | None]:
+    """Where a catch-up read that may have been cut short by its page cap can safely end.
+
+    `actions` are the oldest of [start, …] in time order. If the read was not capped, all of them count and the
+    window ends at the caller's `now` (None). Otherwise the last minute may be incomplete (dates have minute
+    resolution): keep the actions before it, and the next read starts at that minute. Returns (actions to
+    handle, where the next read starts)."""
+    if not capped or not actions:
+        return list(actions), None
+    last = _minute(actions[-1].at)
+    if last <= _minute(start):
+        return list(actions), None  # one minute holds more than the cap: the caller reads that minute whole
+    return [a for a in actions if a.at < last], last
+
+
+def _minute(moment: datetime) -> datetime:
+    return moment.replace(second=0, microsecond=0)
+
+
 @dataclass
 class PollResult:
     """What one poll did, for logs, tests and health reporting."""
 
     baseline: int = 0
+    more: bool = False  # a first start or catch-up stopped at its time slice with more to do (progress kept)
     actions: int = 0
     tasks: int = 0
     events: list[Event] = field(default_factory=list)
@@ -119,8 +187,12 @@ class Poller:
     language: str = "ru"  # status names in this language where Planfix has a translation
     leads: tuple[Lead, ...] = ()  # reminder lead times (poll.remind_before), shortest first
     catchup_threshold: int | None = None  # catch-up polls fold more rows than this per chat into a digest
+    burst_threshold: int | None = None  # other polls (and deadline checks) fold more rows than this per chat
+    split_digest: Split | None = None  # where a long digest must be split into several messages (notify layer)
     max_event_age: timedelta | None = None  # older events are folded into a digest, never replayed
     catchup_after: timedelta = timedelta(minutes=5)  # a feed window longer than this is a catch-up poll
+    catchup_pages: int = 20  # a catch-up reads at most this many feed pages per committed sub-window
+    slice_seconds: float | None = None  # a first start or catch-up stops a step after this; None: poll_timeout / 2
     statuses: dict[int, Status] = field(default_factory=dict)
     # Issue 13: who really made the actions we wrote from Telegram (Planfix may record the API user).
     attribute: Callable[[list[Action]], list[Action]] | None = None
@@ -129,6 +201,11 @@ class Poller:
     api_timezone: str | None = None
     last_success: datetime | None = None
     caught_up: bool = False  # the first feed poll of this process has been committed
+    more: bool = False  # the last step stopped with a first start or catch-up unfinished: run again at once
+    progress: Progress | None = None  # the first start or catch-up under way, if any
+    _cards_read: dict[int, datetime] = field(default_factory=dict)  # catch-up: task → when its card was read
+    _held_cards: dict[int, Task] = field(default_factory=dict)  # catch-up: held cards waiting for their action
+    _held_actions: dict[int, list[Action]] = field(default_factory=dict)  # … and the actions read for them so far
     _prepared: bool = False
     _budget_restored: bool = False
     _statuses_read_at: float = 0.0
@@ -186,73 +263,157 @@ class Poller:
     # --- the feed poll ----------------------------------------------------------------------------------------
 
     async def poll_once(self) -> PollResult:
-        """One cycle. Raises Planfix errors to the caller; nothing is written unless the whole cycle succeeds."""
+        """One cycle. Raises Planfix errors to the caller; nothing is written unless a step succeeds.
+
+        A first start and a catch-up after downtime can take longer than one step may: they commit their progress
+        as they go (a page of tasks, a sub-window of the feed) and return after about half of `poll_timeout`
+        with `more` set, and the next call continues where they stopped — as does a restart or a timeout."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()  # the clock asyncio.timeout reads
+        total = PollResult()
         async with asyncio.timeout(self.poll_timeout):
             if not self._prepared:
                 await self.prepare()
-            now = self.clock()
-            cursor = self.store.get_meta(CURSOR)
-            result = await (self._baseline(now) if cursor is None else self._follow_feed(datetime.fromisoformat(cursor), now))
+            while True:
+                now = self.clock()
+                cursor = self.store.get_meta(CURSOR)
+                if cursor is None:
+                    result = await self._baseline(now, started)
+                else:
+                    result = await self._follow_feed(datetime.fromisoformat(cursor), now)
+                total = _merge(total, result)
+                if not result.more or loop.time() - started > self._slice():
+                    break
+        self.more = total.more
+        if total.queued and self.on_queued:
+            self.on_queued(total.queued)
+        if total.more:
+            return total
+        self.progress = None
         self.last_success = now
         self.caught_up = True
-        if result.queued and self.on_queued:
-            self.on_queued(result.queued)
-        return result
+        return total
 
-    async def _baseline(self, now: datetime) -> PollResult:
+    async def _baseline(self, now: datetime, step_started: float) -> PollResult:
         """First start: remember every visible task silently, so that nothing old is announced.
 
-        Page by page (one page of cards in memory at a time); the cursor is written only after the last page, so
-        an interrupted baseline simply starts again."""
-        seen: set[int] = set()
-        number = 1
+        Page by page (one page of cards in memory at a time), each page committed with the position, so an
+        interrupted first start continues from the next page. When the list shrank since the previous page (tasks
+        closed or deleted meanwhile), the previous page is read again too, as items may have moved onto it. The
+        cursor is written after the last page: the time the first start began, so the feed then covers what
+        changed while it ran."""
+        state = BaselineState.parse(self.store.get_meta(BASELINE)) or BaselineState(started=now.isoformat())
         while True:
+            number = state.page
             with priority(Priority.ENRICH):
                 page = await self.client.task_list_page(number, target="all")
-            snaps = [baseline(t, self.statuses, now, self.leads) for t in page.items]
-            seen.update(s.task_id for s in snaps)
-            self.store.commit_poll(
-                PollCommit(now=now, snapshots=[StoredSnapshot(s.task_id, 1, s.to_data()) for s in snaps])
-            )
-            if is_last_page(page, number, MAX_PAGE_SIZE):
-                break
-            number += 1
-        self.store.commit_poll(PollCommit(now=now, meta={CURSOR: now.isoformat(), **self.budget_meta()}))
-        log.info("poll.baseline", tasks=len(seen))
-        return PollResult(baseline=len(seen))
+                items = list(page.items)
+                shrank = state.total is not None and page.total_count is not None and page.total_count < state.total
+                if number > 1 and shrank:
+                    items = list((await self.client.task_list_page(number - 1, target="all")).items) + items
+            # No await below: the page and its position are committed together.
+            stored = self.store.snapshots(t.id for t in items)
+            fresh = {t.id: t for t in items if t.id not in stored}  # seen earlier in this first start: keep
+            snaps = [baseline(t, self.statuses, now, self.leads) for t in fresh.values()]
+            last = is_last_page(page, number, MAX_PAGE_SIZE)
+            state = BaselineState(started=state.started, page=number + 1, total=page.total_count,
+                                  tasks=state.tasks + len(snaps))
+            meta = {BASELINE: "", CURSOR: state.started} if last else {BASELINE: state.to_json()}
+            self.store.commit_poll(PollCommit(
+                now=now, snapshots=[StoredSnapshot(s.task_id, 1, s.to_data()) for s in snaps],
+                meta={**meta, **self.budget_meta()},
+            ))
+            self.progress = Progress(FIRST_START, state.tasks, page.total_count)
+            if last:
+                log.info("poll.baseline", tasks=state.tasks, pages=number)
+                return PollResult(baseline=state.tasks)
+            if asyncio.get_running_loop().time() - step_started > self._slice():
+                log.info("poll.baseline_progress", tasks=state.tasks, total=page.total_count, next_page=state.page)
+                return PollResult(baseline=len(snaps), more=True)
+            now = self.clock()
 
     async def _follow_feed(self, cursor: datetime, now: datetime) -> PollResult:
-        # Dates have minute resolution and clocks differ: re-read an overlapping window, de-duplicate by id.
+        """One feed window: normally [cursor − overlap, now]. A long window (a catch-up after downtime) is read at
+        most `catchup_pages` pages at a time, oldest first; each such sub-window is diffed and committed with the
+        cursor at its end, so a timeout or a restart continues from there."""
+        partial = self.store.get_meta(FEED_PARTIAL) == "1"
+        # Dates have minute resolution and clocks differ: re-read an overlapping window, de-duplicate by id. A
+        # sub-window's end comes from Planfix's own dates, so the next one starts exactly there.
+        start = cursor if partial else cursor - self.overlap
+        long_window = now - start > self.catchup_after
         with priority(Priority.FEED):
-            actions = await self.client.action_list_by_period(cursor - self.overlap, now)
+            if long_window:
+                read = await self.client.action_list_by_period(start, now, max_pages=self.catchup_pages)
+                capped = len(read) > (self.catchup_pages - 1) * MAX_PAGE_SIZE  # maybe cut short by the cap
+                actions, reached = subwindow(read, start, capped=capped)
+                if capped and reached is None:  # one minute holds more than the cap: read that minute whole
+                    minute = _minute(read[-1].at)
+                    actions = await self.client.action_list_by_period(minute, minute)
+                    reached = minute + timedelta(minutes=1)
+            else:
+                actions, reached = await self.client.action_list_by_period(start, now), None
+        more = reached is not None and reached < now
         unseen = self.store.unseen_action_ids(a.id for a in actions)
         fresh = [a for a in actions if a.id in unseen]
         if self.attribute is not None:
             fresh = self.attribute(fresh)
-        # Tasks held back last time are fetched again even if the feed shows nothing new for them.
-        touched = list(dict.fromkeys([*self._held, *(a.task_id for a in fresh if a.task_id)]))
+        # Tasks held back last time are fetched again even if the feed shows nothing new for them. During a
+        # catch-up, a card read after a task's actions already shows them: it is not read again, and a card held
+        # back for want of its action waits in memory for the sub-window that has the action.
+        reuse = self._held_cards if more else {}
+        touched = [a.task_id for a in fresh if a.task_id and not self._card_covers(a)]
+        touched = list(dict.fromkeys([*(t for t in self._held if t not in reuse), *touched]))
         with priority(Priority.ENRICH):
-            cards = await self.fetch_cards(touched)
-            tasks = cards.tasks
+            fetched = await self.fetch_cards(touched)
+            tasks = fetched.tasks
             await self._learn_new_statuses(tasks)
+        read_at = self.clock()
+        cards = {t.id: t for t in tasks}
+        for task_id, card in reuse.items():
+            cards.setdefault(task_id, card)
         # No await below: the diff and the commit see one consistent state.
         changes = Changes(seen_actions=[(a.id, a.task_id, a.at) for a in fresh])
-        changes.add_cards(cards, self.stored_ids(cards.gone))
-        changes.diffs, held = hold_unattributed(self.diff_cards(tasks, fresh, now), already_held=self._held)
+        changes.add_cards(fetched, self.stored_ids(fetched.gone))
+        # Until a catch-up's last sub-window, a change without its action stays held: a later one may name it. The
+        # actions of a held task are kept for it, so each change is told with its own author once all are read.
+        earlier = [a for task_id in cards for a in self._held_actions.get(task_id, ())]
+        changes.diffs, held = hold_unattributed(self.diff_cards(list(cards.values()), [*earlier, *fresh], now),
+                                                already_held=set() if more else self._held)
         handled = {d.snapshot.task_id for d in changes.diffs} | held
         changes.diffs += self.deadline_diffs(now, skip=handled)
         catchup = not self.caught_up or now - cursor > self.catchup_after
-        result = self.commit(changes, now, catchup=catchup, meta={CURSOR: now.isoformat()})
-        self._held = held | (self._held - set(touched))  # keep what the sweep handed over during this poll
+        end = reached if more and reached is not None else now
+        result = self.commit(changes, now, catchup=catchup,
+                             meta={CURSOR: end.isoformat(), FEED_PARTIAL: "1" if more else ""})
+        # Keep what the sweep handed over during this poll.
+        self._held = held | (self._held - set(touched) - set(reuse))
+        self._held_cards = {task_id: cards[task_id] for task_id in held if task_id in cards} if more else {}
+        self._held_actions = {task_id: [a for a in [*earlier, *fresh] if a.task_id == task_id]
+                              for task_id in self._held_cards}
+        if more:
+            self._cards_read.update((t.id, read_at) for t in tasks)
+            done = (self.progress.done if self.progress and self.progress.kind == CATCH_UP else 0) + len(fresh)
+            self.progress = Progress(CATCH_UP, done, reached=end, behind=now - end)
+        else:
+            self._cards_read.clear()
         if now.minute == 0:
             self.store.prune_seen_actions(now - SEEN_ACTIONS_KEPT)
-        result.actions, result.tasks = len(fresh), len(tasks)
-        if fresh or result.events or result.forgotten or cards.set_aside:
+        result.actions, result.tasks, result.more = len(fresh), len(tasks), more
+        if fresh or result.events or result.forgotten or fetched.set_aside:
             log.info(
                 "poll.done", actions=len(fresh), tasks=len(tasks), events=len(result.events), queued=result.queued,
-                digests=result.digests, forgotten=result.forgotten, set_aside=len(cards.set_aside), catchup=catchup,
+                digests=result.digests, forgotten=result.forgotten, set_aside=len(fetched.set_aside), catchup=catchup,
+                **({"read_up_to": end.isoformat()} if more else {}),
             )
         return result
+
+    def _slice(self) -> float:
+        return self.poll_timeout / 2 if self.slice_seconds is None else self.slice_seconds
+
+    def _card_covers(self, action: Action) -> bool:
+        """Whether this catch-up already read the task's card after the action (with the overlap as margin)."""
+        read = self._cards_read.get(action.task_id)
+        return read is not None and action.at + self.overlap < read
 
     # --- shared steps -----------------------------------------------------------------------------------------
 
@@ -319,12 +480,17 @@ class Poller:
                       effect="this task is set aside; the others go on")
 
     def hand_to_feed(self, diffs: list[TaskDiff]) -> list[TaskDiff]:
-        """For the sweep, which reads cards without actions: leave its status and deadline changes to the next feed
-        poll, which fetches those tasks again with their actions (so the author is known) and announces them even
-        if no action ever explains them. Returns the diffs the sweep may commit itself."""
+        """For the sweep, which reads cards without actions: leave its status and deadline changes, and tasks it
+        sees for the first time, to the next feed poll, which fetches those tasks again with their actions (so the
+        author is known) and announces them even if no action ever explains them. Returns the diffs the sweep may
+        commit itself."""
         kept, handed = hold_unattributed(diffs, already_held=set())
-        self._held |= handed
-        return kept
+        # A task never seen before goes to the feed too: if it was created since the last feed poll, the feed's
+        # actions tell what changed since its creation (first_sight); stored now, those changes would be lost.
+        known = self.store.snapshots(d.snapshot.task_id for d in kept)
+        new = {d.snapshot.task_id for d in kept if d.snapshot.task_id not in known}
+        self._held |= handed | new
+        return [d for d in kept if d.snapshot.task_id not in new]
 
     def stored_ids(self, ids: Iterable[int]) -> list[int]:
         """Which of these tasks have a stored snapshot (to forget when Planfix no longer shows them)."""
@@ -335,7 +501,10 @@ class Poller:
         diffs = []
         for task in tasks:
             old = stored.get(task.id)
-            previous = Snapshot.from_data(old.data) if old else None
+            if old is None:  # after the first start a new task's changes in the feed are announced like any other
+                diffs.append(first_sight(task, statuses=self.statuses, actions=actions, now=now, leads=self.leads))
+                continue
+            previous = Snapshot.from_data(old.data)
             diffs.append(
                 diff_task(
                     previous, old.revision if old else 0, task, statuses=self.statuses, actions=actions, now=now,
@@ -367,8 +536,8 @@ class Poller:
         newly_set_aside = self._note_set_aside(changes)
         deliveries = [row for e in events for row in self.route(e, now)]
         digests, deliveries = fold(
-            events, deliveries, now, threshold=self.catchup_threshold if catchup else None,
-            max_age=self.max_event_age,
+            events, deliveries, now, threshold=self.catchup_threshold if catchup else (self.burst_threshold or None),
+            max_age=self.max_event_age, why=CATCHUP if catchup else BURST, split=self.split_digest,
         )
         stored = self.store.snapshots(d.snapshot.task_id for d in changes.diffs)
         snapshots = [self._stored(d.snapshot, stored.get(d.snapshot.task_id)) for d in changes.diffs]
@@ -417,6 +586,18 @@ class Poller:
             self.on_queued(result.queued)
         return result
 
+    def resume_progress(self) -> Progress | None:
+        """What the state file says is unfinished, before any step ran (for /status and systemd right after a
+        restart)."""
+        if self.progress is not None:
+            return self.progress
+        state = BaselineState.parse(self.store.get_meta(BASELINE))
+        if state is not None:
+            return Progress(FIRST_START, state.tasks, state.total)
+        if self.store.get_meta(CURSOR) is None:
+            return Progress(FIRST_START, 0)
+        return None
+
     @staticmethod
     def _stored(snap: Snapshot, old: StoredSnapshot | None) -> StoredSnapshot | None:
         data = snap.to_data()
@@ -425,3 +606,15 @@ class Poller:
         if old.data == data:
             return None
         return StoredSnapshot(snap.task_id, old.revision + 1, data)
+
+
+MERGED_EVENTS_KEPT = 1000  # a long catch-up's events are committed as it goes; its result keeps only the latest
+
+
+def _merge(a: PollResult, b: PollResult) -> PollResult:
+    """Two steps of one call as one result."""
+    return PollResult(
+        baseline=a.baseline + b.baseline, more=b.more, actions=a.actions + b.actions, tasks=a.tasks + b.tasks,
+        events=(a.events + b.events)[-MERGED_EVENTS_KEPT:], queued=a.queued + b.queued, digests=a.digests + b.digests,
+        forgotten=a.forgotten + b.forgotten, catchup=a.catchup or b.catchup,
+    )
