@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import bisect
 import binascii
+import bisect
 import dataclasses
 import itertools
 import secrets

@@ -24,7 +24,6 @@ from datetime import datetime, timedelta
 from bot.events import DIGEST, Event
 from state.records import DeliveryRow
 
-
 CATCHUP, BURST = "catchup", "burst"  # why a digest was made: downtime (or old news), or a burst while running
 PART_SIZE = 25  # items per digest part when no `split` is given (the notify layer measures the real lines)
 

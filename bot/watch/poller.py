@@ -616,5 +616,5 @@ def _merge(a: PollResult, b: PollResult) -> PollResult:
     return PollResult(
         baseline=a.baseline + b.baseline, more=b.more, actions=a.actions + b.actions, tasks=a.tasks + b.tasks,
         events=(a.events + b.events)[-MERGED_EVENTS_KEPT:], queued=a.queued + b.queued, digests=a.digests + b.digests,
-        forgotten=a.forgotten + b.forgotten, catchup=a.catchup or b.catchup,
+        forgotten=a.forgotten + b.forgotten, set_aside=a.set_aside + b.set_aside, catchup=a.catchup or b.catchup,
     )
