@@ -110,7 +110,7 @@ async def inject_faults(pf: FakePlanfix, tg: FakeTelegram, rng: random.Random) -
         injected[fault] += 1
 
 
-async def soak(minutes: float, seed: int) -> int:
+async def soak(minutes: float, seed: int, keep_log: str | None = None) -> int:
     rng = random.Random(seed)
     pf, tg = FakePlanfix(), FakeTelegram(strict_limits=True)
     await pf.start()
@@ -192,6 +192,8 @@ async def soak(minutes: float, seed: int) -> int:
         busiest = max_requests_in_any_second([r.monotonic for r in pf.requests])
         log = (tmp / "daemon.log").read_text(errors="replace")
         tracebacks = log.count("Traceback")
+        if keep_log:
+            Path(keep_log).write_text(log)
     await tg.stop()
     await pf.stop()
 
@@ -214,6 +216,9 @@ async def soak(minutes: float, seed: int) -> int:
     print()
     for name, value, note in rows:
         print(f"{name:<{width}}  {value:>10}  {note}")
+    for (number, kind), n in sorted(made.items()):
+        if got[(number, kind)] < n:
+            print(f"  lost: #{number} {kind} ×{n - got[(number, kind)]}")
     ok = lost == 0 and dups <= kills and max(rss_growth, default=0) < 5 and busiest <= 1
     print("\nresult:", "PASS" if ok else "FAIL")
     return 0 if ok else 1
@@ -223,8 +228,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--keep-log", metavar="PATH", help="copy the daemon's log here at the end")
     args = parser.parse_args()
-    return asyncio.run(soak(args.minutes, args.seed))
+    return asyncio.run(soak(args.minutes, args.seed, args.keep_log))
 
 
 if __name__ == "__main__":
