@@ -24,16 +24,19 @@ sleep until due, run one step, decide when to run next. The policy for a failed 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import html
 import random
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
+from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.interval import IntervalTrigger
 
 from bot.planfix.budget import Budget, BudgetPaused, Priority
 from bot.planfix.errors import (
@@ -51,6 +54,7 @@ log = structlog.get_logger(__name__)
 
 NotifyAdmins = Callable[[str], Awaitable[None]]
 
+IDLE = 1.0  # seconds: a job that may not run yet (not ready, state file failing) looks again this soon
 FIRST_BACKOFF_CAP = 10.0  # seconds: the first retry waits min(interval, this)
 STEP_TIMEOUT = 300.0  # seconds: a step that takes longer is abandoned (and retried) rather than left hanging
 
@@ -246,10 +250,18 @@ class BackgroundJob:
             self.next_run = self.clock() + timedelta(seconds=self.interval())
         return True
 
-    async def run(self, stop: asyncio.Event, *, idle: float = 1.0) -> None:
-        """Until `stop` (or a config-fatal error): sleep until due, run, repeat. Not ready → look again in `idle`."""
-        while not stop.is_set() and self.health.fatal is None:
-            delay = self.seconds_until_due() if self.ready() else idle
+    def wait(self) -> float | None:
+        """Seconds until this job should be looked at again — the one timing decision both drivers (APScheduler in
+        production, `Detection.run` on the bench's virtual clock) obey; None: stopped for good (config-fatal)."""
+        if self.health.fatal is not None:
+            return None
+        if not self.ready() or (self.store_health is not None and self.store_health.failing):
+            return IDLE
+        return self.seconds_until_due()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Until `stop` (or a config-fatal error): sleep as `wait()` says, run, repeat (the asyncio driver)."""
+        while not stop.is_set() and (delay := self.wait()) is not None:
             if delay > 0:
                 try:
                     await asyncio.wait_for(stop.wait(), timeout=delay)
@@ -354,20 +366,22 @@ class Detection:
     def problem(self) -> str | None:
         return self.health.problem
 
-    def schedule(self, scheduler: AsyncIOScheduler, *, tick: float = 1.0) -> None:
-        """Put every job on the APScheduler scheduler: a tick every `tick` seconds runs the job's step when it is
-        due (its own interval, adaptive pace or back-off decides), never two runs of one job at once."""
+    def schedule(self, scheduler: AsyncIOScheduler) -> None:
+        """Put every job on the APScheduler scheduler with its own interval trigger (max_instances=1: a job never
+        overlaps itself). After each run the trigger follows the job: the pacer's interval replaces the trigger's,
+        a back-off or a pause becomes a postponed next run, a config-fatal error removes the job."""
         self.poller.restore_budget()
         for job in self.jobs:
             scheduler.add_job(
-                _tick, "interval", args=[job], seconds=tick, id=f"watch-{job.name}", name=job.name,
-                max_instances=1, coalesce=True, misfire_grace_time=None, next_run_time=self.poller.clock(),
+                fire, _trigger(job), args=[job, scheduler], id=job_id(job), name=job.name, max_instances=1,
+                coalesce=True, misfire_grace_time=None, next_run_time=datetime.now(UTC),
             )
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Run every job until `stop` is set (or configuration errors stop them); safe to cancel."""
+        """Run every job until `stop` is set (or configuration errors stop them), each on its own asyncio task with
+        the same timing decisions (`BackgroundJob.wait`) as `schedule`: the bench's virtual-clock driver."""
         self.poller.restore_budget()
-        tasks = [asyncio.create_task(job.run(stop), name=f"watch-{job.name}") for job in self.jobs]
+        tasks = [asyncio.create_task(job.run(stop), name=job_id(job)) for job in self.jobs]
         try:
             await asyncio.gather(*tasks)
         finally:
@@ -376,12 +390,37 @@ class Detection:
             await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def _tick(job: BackgroundJob) -> None:
+def job_id(job: BackgroundJob) -> str:
+    return f"watch-{job.name}"
+
+
+def _trigger(job: BackgroundJob) -> IntervalTrigger:
+    return IntervalTrigger(seconds=max(job.interval(), IDLE), timezone=UTC)
+
+
+async def fire(job: BackgroundJob, scheduler: AsyncIOScheduler) -> None:
+    """One APScheduler run of a job: hold its next run while the step runs (so the trigger never fires into a run
+    in progress), run it, then re-time it from what the job decided."""
+    with contextlib.suppress(JobLookupError):
+        scheduler.modify_job(job_id(job), next_run_time=datetime.now(UTC) + timedelta(seconds=job.timeout + IDLE))
     try:
         await job.run_once()
     except asyncio.CancelledError:
         # Only a shutdown cancels a running step; its writes are one transaction, so nothing is half-done.
         log.info("job.cancelled", job=job.name)
+        return
+    retime(job, scheduler)
+
+
+def retime(job: BackgroundJob, scheduler: AsyncIOScheduler) -> None:
+    """Apply the job's own decision (interval, back-off, pause, stop) to its APScheduler trigger."""
+    delay = job.wait()
+    with contextlib.suppress(JobLookupError):
+        if delay is None:
+            scheduler.remove_job(job_id(job))
+            log.info("job.stopped", job=job.name, reason="config_error")
+            return
+        scheduler.modify_job(job_id(job), trigger=_trigger(job), next_run_time=datetime.now(UTC) + timedelta(seconds=delay))
 
 
 def detection_from_settings(

@@ -1,0 +1,106 @@
+"""The background jobs on APScheduler: each job's own interval trigger follows the job's decisions (pacer
+interval, back-off, pause, config-fatal stop), and a job never overlaps itself."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from datetime import UTC, datetime, timedelta
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from bot.planfix.budget import Budget
+from bot.planfix.errors import PlanfixConfigError, PlanfixTransientError
+from bot.watch.jobs import IDLE, BackgroundJob, Health, fire, job_id
+
+
+def make_job(step, *, interval: float = 3600.0, ready=lambda: True, name: str = "poll") -> BackgroundJob:
+    return BackgroundJob(name, step, interval=lambda: interval, health=Health(), budget=Budget(),
+                         max_backoff=600.0, ready=ready, rng=random.Random(1))
+
+
+def add(scheduler: AsyncIOScheduler, job: BackgroundJob) -> None:
+    # As Detection.schedule does, but not due at once: the test fires the job itself.
+    scheduler.add_job(fire, "interval", seconds=job.interval(), args=[job, scheduler], id=job_id(job),
+                      max_instances=1, coalesce=True, misfire_grace_time=None,
+                      next_run_time=datetime.now(UTC) + timedelta(hours=1))
+
+
+def seconds_to_next(scheduler: AsyncIOScheduler, job: BackgroundJob) -> float:
+    return (scheduler.get_job(job_id(job)).next_run_time - datetime.now(UTC)).total_seconds()
+
+
+async def test_the_trigger_follows_the_interval_the_backoff_and_the_stop() -> None:
+    interval = {"now": 3600.0}
+    outcomes: list[Exception | None] = [None, PlanfixTransientError("busy", code="0011"), None,
+                                        PlanfixConfigError("bad key", code="0001")]
+
+    async def step() -> None:
+        if (outcome := outcomes.pop(0)) is not None:
+            raise outcome
+
+    job = BackgroundJob("poll", step, interval=lambda: interval["now"], health=Health(), budget=Budget(),
+                        max_backoff=600.0, rng=random.Random(1))
+    scheduler = AsyncIOScheduler(timezone=UTC)
+    add(scheduler, job)
+    scheduler.start(paused=True)
+    try:
+        await fire(job, scheduler)  # ok: the next run one interval later
+        assert 3590 < seconds_to_next(scheduler, job) <= 3600
+        interval["now"] = 120.0  # the pacer chose another interval
+        job.next_run = None
+        await fire(job, scheduler)  # transient: a postponed run, the back-off (5-10 s for the first retry)
+        assert 4 < seconds_to_next(scheduler, job) <= 10 and job.failures == 1
+        job.next_run = None
+        await fire(job, scheduler)  # ok again: the trigger now has the pacer's interval
+        trigger = scheduler.get_job(job_id(job)).trigger
+        assert trigger.interval == timedelta(seconds=120) and 110 < seconds_to_next(scheduler, job) <= 120
+        job.next_run = None
+        await fire(job, scheduler)  # config-fatal: the job leaves the scheduler
+        assert scheduler.get_job(job_id(job)) is None and job.results["config_error"] == 1
+    finally:
+        scheduler.shutdown(wait=False)
+
+
+async def test_a_job_not_ready_looks_again_soon_without_running() -> None:
+    runs: list[int] = []
+
+    async def step() -> None:
+        runs.append(1)
+
+    job = make_job(step, ready=lambda: False)
+    scheduler = AsyncIOScheduler(timezone=UTC)
+    add(scheduler, job)
+    scheduler.start(paused=True)
+    try:
+        await fire(job, scheduler)
+        assert runs == [] and 0 < seconds_to_next(scheduler, job) <= IDLE
+    finally:
+        scheduler.shutdown(wait=False)
+
+
+async def test_a_job_never_overlaps_itself_on_the_scheduler() -> None:
+    running, overlaps, runs = [0], [0], [0]
+
+    async def step() -> None:
+        running[0] += 1
+        overlaps[0] = max(overlaps[0], running[0])
+        await asyncio.sleep(0.5)
+        running[0] -= 1
+        runs[0] += 1
+
+    job = make_job(step, interval=5.0)
+    scheduler = AsyncIOScheduler(timezone=UTC)
+    # A trigger far faster than the step:
+    scheduler.add_job(fire, "interval", seconds=0.05, args=[job, scheduler], id=job_id(job), max_instances=1,
+                      coalesce=True, misfire_grace_time=None, next_run_time=datetime.now(UTC))
+    scheduler.start()
+    try:
+        await asyncio.sleep(0.25)
+        assert running[0] == 1  # while it runs, its next run is held back
+        assert seconds_to_next(scheduler, job) > 100
+        await asyncio.sleep(0.5)
+        assert runs[0] == 1 and 4 < seconds_to_next(scheduler, job) <= 5  # the trigger fired into the run: skipped
+    finally:
+        scheduler.shutdown(wait=False)
+    assert overlaps[0] == 1
