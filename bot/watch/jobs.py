@@ -15,7 +15,7 @@ sleep until due, run one step, decide when to run next. The policy for a failed 
 * the daily limit (0007) or a budget used up: background jobs wait until the budget resumes (budget.py), the
   admins are told once per episode, and everything resumes by itself.
 * per-item errors (3001, 3002, 3008, 4001, 6001, …) never get here: the steps forget (3001) or set aside that
-  task and go on (poller.fetch_cards). A short-term 0007 (plenty left today) only delays the job, silently.
+  task and go on (Detector.fetch_cards). A short-term 0007 (plenty left today) only delays the job, silently.
 * the state file refuses writes (read-only, disk full, I/O error; state/health.py): every job waits — a poll
   whose results cannot be stored would only be repeated — and runs again as soon as the sender's retried write
   succeeds. The step's transaction was rolled back, so the cursor did not move and nothing is lost.
@@ -345,7 +345,7 @@ class Detection:
             return poller.caught_up or clock() - started > deadline_grace
 
         async def deadline_step() -> None:
-            poller.check_deadlines()
+            poller.detector.check_deadlines(caught_up=poller.caught_up)
 
         jobs = [
             # A first start or catch-up that stopped at its time slice (progress committed) goes on at once.
