@@ -1,8 +1,10 @@
-"""Background jobs and what they do when Planfix fails (issue 4 §2), and the poll interval that follows the budget.
+"""Background jobs and what they do when Planfix fails, and the poll interval that follows the budget.
 
-Every job (the feed poll, the reconciliation sweep, the local deadline check) runs as its own asyncio task:
-sleep until due, run one step, decide when to run next. The policy for a failed step, by error class
-(bot/planfix/errors.py):
+Every job (the feed poll, the reconciliation sweep, the local deadline check, and the daemon's digest, pruning
+and group-maker checks) runs one step at a time and decides itself when it runs next (`BackgroundJob.run_once`
+and `wait`: interval, pacer, back-off, pauses). In the daemon each job has its own APScheduler interval trigger
+that follows that decision (`Detection.schedule`); the bench drives the same jobs with plain asyncio sleeps on
+its virtual clock (`Detection.run`). The policy for a failed step, by error class (bot/planfix/errors.py):
 
 * transient (0011, 3014, HTTP 5xx, timeouts, malformed/truncated XML, refused bodies, connection errors) and
   anything unexpected: retry after a back-off that doubles from min(interval, 10 s) up to
@@ -38,6 +40,7 @@ from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
+from bot.clock import utc_now
 from bot.planfix.budget import Budget, BudgetPaused, Priority
 from bot.planfix.errors import (
     PlanfixConfigError,
@@ -45,9 +48,10 @@ from bot.planfix.errors import (
     PlanfixItemError,
     PlanfixLimitError,
     PlanfixRequestError,
+    fix_for,
 )
 from bot.redact import redact
-from bot.watch.poller import Poller, utc_now
+from bot.watch.poller import Poller
 from state.health import StoreHealth, is_write_failure
 
 log = structlog.get_logger(__name__)
@@ -57,34 +61,6 @@ NotifyAdmins = Callable[[str], Awaitable[None]]
 IDLE = 1.0  # seconds: a job that may not run yet (not ready, state file failing) looks again this soon
 FIRST_BACKOFF_CAP = 10.0  # seconds: the first retry waits min(interval, this)
 STEP_TIMEOUT = 300.0  # seconds: a step that takes longer is abandoned (and retried) rather than left hanging
-
-# What to do about each config-fatal code, for the log line, the admins and `planfix-bot check`.
-FIX_HINTS: dict[str, str] = {
-    "0001": "check planfix.api_key (Account management → API access in Planfix)",
-    "0002": "the API application is blocked in Planfix: check Account management → API access",
-    "0004": "check planfix.account: the NAME in https://NAME.planfix.com",
-    "0010": "the Planfix account is frozen: contact Planfix",
-    "0012": "check planfix.token (Account management → API access), or planfix.login and planfix.password",
-    "0013": "the API token's user does not exist any more: create a token for an active user",
-    "0014": "the API token's user is inactive: activate the user or use another user's token",
-    "0020": "the token may not call this method: allow it in Account management → API access",
-    "0022": "the Planfix API is not available on a free account",
-    "0023": "the Planfix API is not included in the current plan",
-    "0024": "planfix.url points at another data centre: use https://api.planfix.com/xml/ (Europe), "
-    "https://apiru.planfix.ru/xml/ (Russia), https://api-sg.planfix.com/xml/ or https://api-us.planfix.com/xml/",
-    "1001": "check planfix.login and planfix.password",
-    "1002": "the API user lacks privileges for this",
-}
-
-
-def fix_hint(code: str | None) -> str:
-    return FIX_HINTS.get(code or "", "check the [planfix] section of the configuration")
-
-
-def fix_for(exc: PlanfixError) -> str:
-    """The fix for a config-fatal error: its own (a wrong endpoint knows it), else by code."""
-    return getattr(exc, "fix", "") or fix_hint(exc.code)
-
 
 def what_refused(exc: PlanfixError) -> str:
     return exc.code or (f"HTTP {exc.http_status}" if exc.http_status else type(exc).__name__)
@@ -466,4 +442,4 @@ def detection_from_settings(
     )
 
 
-__all__: Sequence[str] = ["BackgroundJob", "Detection", "Health", "Pacer", "detection_from_settings", "fix_hint"]
+__all__: Sequence[str] = ["BackgroundJob", "Detection", "Health", "Pacer", "detection_from_settings"]

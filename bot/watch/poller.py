@@ -12,11 +12,12 @@ import dataclasses
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import structlog
 
+from bot.clock import utc_now
 from bot.planfix.budget import Priority, priority
 from bot.planfix.client import MAX_PAGE_SIZE, PlanfixClient, is_last_page
 from bot.planfix.models import Action, Status, Task
@@ -34,10 +35,6 @@ BASELINE = "baseline_state"  # the first start in progress: JSON of BaselineStat
 API_USER_ID = "api_user_id"
 API_TIMEZONE = "api_timezone"
 SEEN_ACTIONS_KEPT = timedelta(days=3)
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
