@@ -10,8 +10,11 @@ from datetime import UTC, datetime, timedelta
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from bot.planfix.budget import Budget
+from bot.planfix.client import PlanfixClient
 from bot.planfix.errors import PlanfixConfigError, PlanfixTransientError
-from bot.watch.jobs import IDLE, BackgroundJob, Health, fire, job_id
+from bot.watch.jobs import IDLE, BackgroundJob, Detection, Health, fire, job_id
+from bot.watch.poller import Poller
+from state.store import Store
 
 
 def make_job(step, *, interval: float = 3600.0, ready=lambda: True, name: str = "poll") -> BackgroundJob:
@@ -104,3 +107,23 @@ async def test_a_job_never_overlaps_itself_on_the_scheduler() -> None:
     finally:
         scheduler.shutdown(wait=False)
     assert overlaps[0] == 1
+
+
+async def test_every_detection_job_gets_its_own_trigger(tmp_path) -> None:
+    store = Store.open(tmp_path / "state.sqlite3")
+    client = PlanfixClient(url="http://127.0.0.1:9/xml/", account="acme", api_key="k", token="t", budget=Budget())
+    poller = Poller(client=client, store=store, route=lambda event, now: [])
+    detection = Detection.build(poller, interval=45, deadline_every=7, sweep_period=timedelta(hours=24))
+    scheduler = AsyncIOScheduler(timezone=UTC)
+    detection.schedule(scheduler)
+    scheduler.start(paused=True)  # nothing runs: no request leaves
+    try:
+        jobs = {job.id: job for job in scheduler.get_jobs()}
+        assert set(jobs) == {"watch-poll", "watch-deadlines", "watch-sweep"}
+        assert jobs["watch-poll"].trigger.interval >= timedelta(seconds=45)  # the pacer's interval, at least the base
+        assert jobs["watch-deadlines"].trigger.interval == timedelta(seconds=7)
+        assert all(job.max_instances == 1 for job in jobs.values())
+    finally:
+        scheduler.shutdown(wait=False)
+        await client.aclose()
+        store.close()
