@@ -12,7 +12,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from bot.planfix.budget import Budget
 from bot.planfix.client import PlanfixClient
 from bot.planfix.errors import PlanfixConfigError, PlanfixTransientError
-from bot.watch.jobs import IDLE, BackgroundJob, Detection, Health, fire, job_id
+from bot.watch.jobs import IDLE, BackgroundJob, Detection, Health, Wait, WaitReason, fire, job_id, next_look
 from bot.watch.poller import Poller
 from state.store import Store
 
@@ -127,3 +127,10 @@ async def test_every_detection_job_gets_its_own_trigger(tmp_path) -> None:
         scheduler.shutdown(wait=False)
         await client.aclose()
         store.close()
+
+
+def test_when_a_job_is_looked_at_again() -> None:
+    assert next_look(fatal=True, ready=True, store_failing=False, until_due=0) == Wait(None, WaitReason.STOPPED)
+    assert next_look(fatal=False, ready=True, store_failing=True, until_due=0) == Wait(IDLE, WaitReason.STORE_FAILING)
+    assert next_look(fatal=False, ready=False, store_failing=False, until_due=0) == Wait(IDLE, WaitReason.NOT_READY)
+    assert next_look(fatal=False, ready=True, store_failing=False, until_due=42.0) == Wait(42.0, WaitReason.DUE)

@@ -33,6 +33,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
 import structlog
@@ -121,6 +122,30 @@ class Health:
             log.info("planfix.background_resumed")
         self.paused_until = None
         self._limit_told = False
+
+
+class WaitReason(StrEnum):
+    DUE = "due"  # its own due time (interval, pacer, back-off, pause), maybe now
+    NOT_READY = "not_ready"  # waits for something else (the first feed poll), looks again soon
+    STORE_FAILING = "store_failing"  # the state file refuses writes: looks again soon
+    STOPPED = "stopped"  # config-fatal: never again in this process
+
+
+@dataclass(frozen=True)
+class Wait:
+    seconds: float | None  # None: stopped
+    reason: WaitReason
+
+
+def next_look(*, fatal: bool, ready: bool, store_failing: bool, until_due: float) -> Wait:
+    """When a job is looked at again, and why."""
+    if fatal:
+        return Wait(None, WaitReason.STOPPED)
+    if store_failing:
+        return Wait(IDLE, WaitReason.STORE_FAILING)
+    if not ready:
+        return Wait(IDLE, WaitReason.NOT_READY)
+    return Wait(until_due, WaitReason.DUE)
 
 
 class BackgroundJob:
@@ -226,18 +251,16 @@ class BackgroundJob:
             self.next_run = self.clock() + timedelta(seconds=self.interval())
         return True
 
-    def wait(self) -> float | None:
-        """Seconds until this job should be looked at again — the one timing decision both drivers (APScheduler in
-        production, `Detection.run` on the bench's virtual clock) obey; None: stopped for good (config-fatal)."""
-        if self.health.fatal is not None:
-            return None
-        if not self.ready() or (self.store_health is not None and self.store_health.failing):
-            return IDLE
-        return self.seconds_until_due()
+    def wait(self) -> Wait:
+        """When this job should be looked at again — the one timing decision both drivers (APScheduler in
+        production, `Detection.run` on the bench's virtual clock) obey."""
+        return next_look(fatal=self.health.fatal is not None, ready=self.ready(),
+                         store_failing=self.store_health is not None and self.store_health.failing,
+                         until_due=self.seconds_until_due())
 
     async def run(self, stop: asyncio.Event) -> None:
         """Until `stop` (or a config-fatal error): sleep as `wait()` says, run, repeat (the asyncio driver)."""
-        while not stop.is_set() and (delay := self.wait()) is not None:
+        while not stop.is_set() and (delay := self.wait().seconds) is not None:
             if delay > 0:
                 try:
                     await asyncio.wait_for(stop.wait(), timeout=delay)
@@ -390,13 +413,14 @@ async def fire(job: BackgroundJob, scheduler: AsyncIOScheduler) -> None:
 
 def retime(job: BackgroundJob, scheduler: AsyncIOScheduler) -> None:
     """Apply the job's own decision (interval, back-off, pause, stop) to its APScheduler trigger."""
-    delay = job.wait()
+    wait = job.wait()
     with contextlib.suppress(JobLookupError):
-        if delay is None:
+        if wait.seconds is None:
             scheduler.remove_job(job_id(job))
             log.info("job.stopped", job=job.name, reason="config_error")
             return
-        scheduler.modify_job(job_id(job), trigger=_trigger(job), next_run_time=datetime.now(UTC) + timedelta(seconds=delay))
+        scheduler.modify_job(job_id(job), trigger=_trigger(job),
+                             next_run_time=datetime.now(UTC) + timedelta(seconds=wait.seconds))
 
 
 def detection_from_settings(
