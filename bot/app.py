@@ -146,8 +146,8 @@ class Daemon:
         digest = DailyDigest(chat, on_queued=sender.wake)
         started = datetime.now(UTC)
         detection.jobs.append(BackgroundJob(
-            "digest", digest.step, interval=lambda: CHECK_EVERY, health=detection.health, budget=detection.budget,
-            lock=asyncio.Lock(), uses_planfix=False, store_health=store.health,
+            "digest", digest.step, interval=lambda: CHECK_EVERY, trigger=digest.trigger, health=detection.health,
+            budget=detection.budget, lock=asyncio.Lock(), uses_planfix=False, store_health=store.health,
             ready=lambda: poller.caught_up or datetime.now(UTC) - started > DIGEST_GRACE,
         ))
         # Settled messages and their events older than state.keep_days go, once a day, in small batches.

@@ -134,3 +134,37 @@ def test_when_a_job_is_looked_at_again() -> None:
     assert next_look(fatal=False, ready=True, store_failing=True, until_due=0) == Wait(IDLE, WaitReason.STORE_FAILING)
     assert next_look(fatal=False, ready=False, store_failing=False, until_due=0) == Wait(IDLE, WaitReason.NOT_READY)
     assert next_look(fatal=False, ready=True, store_failing=False, until_due=42.0) == Wait(42.0, WaitReason.DUE)
+
+
+def test_digests_run_at_their_local_time_in_each_chats_zone_and_hourly_besides() -> None:
+    from datetime import time
+    from zoneinfo import ZoneInfo
+
+    from bot.chat.digest import SAFETY_NET, DigestTarget, digest_trigger
+
+    moscow, new_york = ZoneInfo("Europe/Moscow"), ZoneInfo("America/New_York")
+    now = datetime(2026, 3, 2, 5, 40, tzinfo=UTC)  # 08:40 in Moscow
+    targets = [DigestTarget(1, time(9, 0), moscow), DigestTarget(2, time(8, 30), new_york)]
+    trigger = digest_trigger(targets, now)
+    assert trigger.get_next_fire_time(None, now) == datetime(2026, 3, 2, 6, 0, tzinfo=UTC)  # 09:00 Moscow
+    # 13:10 UTC: past Moscow's 09:00, before New York's 08:30 (13:30 UTC in winter).
+    later = datetime(2026, 3, 2, 13, 10, tzinfo=UTC)
+    assert digest_trigger(targets, later).get_next_fire_time(None, later) == datetime(2026, 3, 2, 13, 30, tzinfo=UTC)
+    # 12:20 UTC: the hourly run (13:20) comes before New York's.
+    noon = datetime(2026, 3, 2, 12, 20, tzinfo=UTC)
+    assert digest_trigger(targets, noon).get_next_fire_time(None, noon) == datetime(2026, 3, 2, 13, 20, tzinfo=UTC)
+    # Without targets, the hourly run still comes.
+    assert digest_trigger([], now).get_next_fire_time(None, now) == now + timedelta(seconds=SAFETY_NET)
+
+
+async def test_a_job_with_a_trigger_runs_next_at_its_next_fire_time() -> None:
+    from apscheduler.triggers.cron import CronTrigger
+
+    async def step() -> None:
+        pass
+
+    now = datetime(2026, 3, 2, 5, 40, tzinfo=UTC)
+    job = BackgroundJob("digest", step, interval=lambda: 30.0, health=Health(), budget=Budget(), clock=lambda: now,
+                        trigger=lambda: CronTrigger(hour=9, minute=0, timezone=UTC))
+    assert await job.run_once()
+    assert job.next_run == datetime(2026, 3, 2, 9, 0, tzinfo=UTC)

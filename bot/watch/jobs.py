@@ -39,6 +39,7 @@ from typing import Any
 import structlog
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from bot.clock import utc_now
@@ -167,8 +168,10 @@ class BackgroundJob:
         rng: random.Random | None = None,
         uses_planfix: bool = True,
         store_health: StoreHealth | None = None,
+        trigger: Callable[[], BaseTrigger] | None = None,
     ) -> None:
         self.name = name
+        self.trigger = trigger  # when set, a success is followed by this trigger's next fire time, not `interval`
         self.store_health = store_health
         self.uses_planfix = uses_planfix  # only a job that talked to Planfix can tell that a pause is over
         self.step = step
@@ -248,8 +251,14 @@ class BackgroundJob:
             self.failures = 0
             if self.uses_planfix:
                 self.health.ok()
-            self.next_run = self.clock() + timedelta(seconds=self.interval())
+            self.next_run = self.next_after_success()
         return True
+
+    def next_after_success(self) -> datetime:
+        now = self.clock()
+        if self.trigger is not None and (at := self.trigger().get_next_fire_time(None, now)) is not None:
+            return at
+        return now + timedelta(seconds=self.interval())
 
     def wait(self) -> Wait:
         """When this job should be looked at again — the one timing decision both drivers (APScheduler in
@@ -393,7 +402,9 @@ def job_id(job: BackgroundJob) -> str:
     return f"watch-{job.name}"
 
 
-def _trigger(job: BackgroundJob) -> IntervalTrigger:
+def _trigger(job: BackgroundJob) -> BaseTrigger:
+    if job.trigger is not None:
+        return job.trigger()
     return IntervalTrigger(seconds=max(job.interval(), IDLE), timezone=UTC)
 
 
