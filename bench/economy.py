@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Economy benchmark (issue 4): how many Planfix requests planfix-bot spends per detected change, per day, how fast
+"""Economy benchmark: how many Planfix requests planfix-bot spends per detected change, per day, how fast
 it detects, and how much memory it needs, next to a naive poller (task.getList + task.get for every task, every
 cycle, as hand-written bots do), against the fake Planfix over loopback HTTP.
 
@@ -587,7 +587,7 @@ def report(sizes: list[int], results: dict[int, tuple[Result, Result]], args: ar
 
 
 
-# --- a large account: the first start and a long catch-up (issue 10) ------------------------------------------
+# --- a large account: the first start and a long catch-up -----------------------------------------------------
 
 
 @dataclass

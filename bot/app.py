@@ -68,7 +68,7 @@ def make_client(settings: Settings) -> PlanfixClient:
         password=pf.password.get_secret_value() if pf.password else None,
         requests_per_second=pf.requests_per_second,
         timeout=pf.timeout_seconds,
-        # One budget for every Planfix request (issue 4): rate, priorities, the daily allowance, the 0007 pause.
+        # One budget for every Planfix request: rate, priorities, the daily allowance, the 0007 pause.
         budget=Budget(requests_per_second=pf.requests_per_second, daily=pf.daily_request_budget),
     )
 
@@ -93,7 +93,7 @@ class Daemon:
         client = make_client(settings)
         bot = make_bot(settings)
         holder: dict[str, Poller] = {}
-        # Issue 6: what chats asked for (subscriptions, follows, mutes, snoozes, language) joins the routing.
+        # What chats asked for (subscriptions, follows, mutes, snoozes, language) joins the routing.
         prefs = Prefs(store.db)
         for old, new in store.chat_migrations().items():
             prefs.adopt(old, new)
@@ -105,7 +105,7 @@ class Daemon:
         sender = build_sender(settings, store, bot, zone=zone, language=audience.language, audience=audience,
                               open_button_text=lambda chat_id: texts(audience.language(chat_id))["open"],
                               buttons=notice_buttons(settings))
-        own_writes = Actions(store.db)  # issue 13: changes made from Telegram, by action id
+        own_writes = Actions(store.db)  # changes made from Telegram, by action id
 
         def route(event: Event, now: datetime):
             rows = deliveries(
@@ -146,11 +146,11 @@ class Daemon:
         digest = DailyDigest(chat, on_queued=sender.wake)
         started = datetime.now(UTC)
         detection.jobs.append(BackgroundJob(
-            "digest", digest.step, interval=lambda: CHECK_EVERY, health=detection.health, budget=detection.budget,
-            lock=asyncio.Lock(), uses_planfix=False, store_health=store.health,
+            "digest", digest.step, interval=lambda: CHECK_EVERY, trigger=digest.trigger, health=detection.health,
+            budget=detection.budget, lock=asyncio.Lock(), uses_planfix=False, store_health=store.health,
             ready=lambda: poller.caught_up or datetime.now(UTC) - started > DIGEST_GRACE,
         ))
-        # Issue 11: settled messages and their events older than state.keep_days go, once a day, in small batches.
+        # Settled messages and their events older than state.keep_days go, once a day, in small batches.
         async def prune_step() -> None:
             await prune_history(store, keep_days=settings.state.keep_days, now=datetime.now(UTC))
 
@@ -195,8 +195,8 @@ class Daemon:
         """Run until `stop`; `reloaded`: this generation replaces one after SIGHUP (READY=1 at once, not after
         the first poll, so that a reload never waits for Planfix)."""
         interval = self.settings.poll.interval_seconds
-        # Every background job (feed poll, sweep, deadline checks, digests) runs on one APScheduler scheduler;
-        # each decides its own next run (adaptive interval, back-off) and never runs twice at once.
+        # Every background job (feed poll, sweep, deadline checks, digests, pruning, group makers) has its own
+        # trigger on one APScheduler scheduler, re-timed from the job's own decision (pacer, back-off, pauses).
         assert self.detection is not None
         self.scheduler = AsyncIOScheduler(timezone=UTC)
         self.detection.schedule(self.scheduler)

@@ -21,10 +21,9 @@ from aiogram.exceptions import TelegramAPIError, TelegramUnauthorizedError
 from bot.app import make_bot, make_client
 from bot.config import Settings
 from bot.planfix.client import PlanfixClient
-from bot.planfix.errors import ENDPOINTS, PlanfixEndpointError, PlanfixError
+from bot.planfix.errors import ENDPOINTS, PlanfixEndpointError, PlanfixError, fix_hint
 from bot.planfix.models import User
 from bot.redact import redact
-from bot.watch.jobs import fix_hint
 
 AUTH_CODES = {"0001", "0005", "0012", "1001", "1002", "0013", "0014"}
 ACCOUNT_CODES = {"0002", "0004", "0010", "0022", "0023"}

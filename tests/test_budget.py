@@ -15,19 +15,9 @@ from bot.planfix.errors import PlanfixLimitError
 from bot.watch.jobs import Pacer
 from bot.watch.poller import Poller
 from state.store import Store
+from tests.clocks import Clock
 
 MSK = ZoneInfo("Europe/Moscow")
-
-
-class Clock:
-    def __init__(self, now: datetime):
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
 
 
 @pytest.fixture

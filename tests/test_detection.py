@@ -23,21 +23,11 @@ from bot.watch.jobs import Detection
 from bot.watch.poller import CURSOR, Poller
 from state.records import DeliveryRow
 from state.store import Store
+from tests.clocks import Clock
 
 CHAT = -42
 MSK = ZoneInfo("Europe/Moscow")
 ANNA, BORIS = 10, 11
-
-
-class Clock:
-    def __init__(self, now: datetime):
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
 
 
 class World:

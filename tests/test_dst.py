@@ -1,4 +1,4 @@
-"""Daylight saving time (issue 11, item 8): feed windows in an API-user zone with DST, across the repeated hour
+"""Daylight saving time: feed windows in an API-user zone with DST, across the repeated hour
 of the autumn fall-back, against the fake Planfix reading dates in that zone; the injected clock, never the wall's."""
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from bot.planfix.dates import Covered, covering_wall_time
 from bot.watch.poller import Poller
 from state.records import DeliveryRow
 from state.store import Store
+from tests.clocks import Clock
 
 BERLIN = ZoneInfo("Europe/Berlin")
 # 2026-10-25: clocks go back at 01:00 UTC, 03:00 CEST → 02:00 CET; local 02:00–02:59 happens twice.
@@ -42,14 +43,6 @@ def test_covering_wall_time_in_the_repeated_hour(moment, earliest, wall, reason)
     readings = [covered.wall.replace(tzinfo=BERLIN, fold=f).astimezone(UTC) for f in (0, 1)]
     minute = moment.replace(second=0, microsecond=0)
     assert all(r <= minute for r in readings) if earliest else all(r >= minute for r in readings)
-
-
-class Clock:
-    def __init__(self, start: datetime):
-        self.now = start
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 @pytest.mark.parametrize("server_fold", [0, 1], ids=["planfix-reads-first", "planfix-reads-second"])

@@ -11,17 +11,10 @@ import pytest
 from defusedxml import ElementTree as SafeET
 
 from bot.fakes.planfix import FakePlanfix, seed_demo
+from tests.clocks import Clock
 
 KEY = "fake-key"
 TOKEN = "fake-token"
-
-
-class Clock:
-    def __init__(self, now: datetime):
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 @pytest.fixture

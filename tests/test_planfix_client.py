@@ -24,21 +24,12 @@ from bot.planfix.errors import (
     PlanfixSessionError,
     PlanfixTransientError,
 )
+from tests.clocks import Clock
 
 API_KEY = "key-5f1e9a"
 TOKEN = "token-77c0d2"
 PASSWORD = "pw-3b8e41"
 FAST = 1000.0  # requests per second for every test but the rate-limit one
-
-
-class Clock:
-    """A settable clock for the fake, so tests control action times and session expiry."""
-
-    def __init__(self, now: datetime):
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 @pytest.fixture

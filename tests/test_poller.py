@@ -13,19 +13,9 @@ from bot.planfix.errors import PlanfixError
 from bot.watch.poller import Poller
 from state.records import DeliveryRow
 from state.store import Store
+from tests.clocks import Clock
 
 CHAT = -42
-
-
-class Clock:
-    def __init__(self, start: datetime):
-        self.now = start
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
 
 
 @pytest.fixture

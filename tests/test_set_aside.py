@@ -1,4 +1,4 @@
-"""Issue 10 item 1: one task never stops the feed. Real HTTP against the fake Planfix, one injected clock."""
+"""One task never stops the feed. Real HTTP against the fake Planfix, one injected clock."""
 
 from __future__ import annotations
 
@@ -15,20 +15,10 @@ from bot.watch.poller import CURSOR, Poller
 from bot.watch.sweep import Sweep
 from state.records import DeliveryRow
 from state.store import Store
+from tests.clocks import Clock
 
 CHAT = -42
 ANNA, BORIS = 10, 11
-
-
-class Clock:
-    def __init__(self, now: datetime):
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TypeVar
 from zoneinfo import ZoneInfo
 
@@ -14,6 +14,7 @@ import structlog
 
 from bot.chat.allowance import Allowance
 from bot.chat.texts import LANGUAGES
+from bot.clock import utc_now
 from bot.config import Settings
 from bot.planfix.budget import Priority, priority
 from bot.planfix.client import PlanfixClient
@@ -37,10 +38,6 @@ class PlanfixUnavailable(Exception):
 
 class OverAllowance(PlanfixUnavailable):
     """The person used up their allowance of Planfix requests (bot/chat/allowance.py): answer from the bot's copy."""
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass

@@ -2,18 +2,23 @@
 message listing the tasks due that day and the overdue ones (a route: its projects; a user: tasks assigned to
 them), in the chat's language. An empty digest is skipped. Once per local day: the day is recorded in the state
 file, and the message goes through the outbox under the key `daily:<chat>:<day>`, so a restart never repeats it.
-A digest due while the daemon was down goes out when it starts, the same day only.
+A digest due while the daemon was down goes out when it starts, the same day only. The job runs at each
+`digest_at` (cron triggers in the chats' zones) and hourly besides; the day record makes any extra run a no-op.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import structlog
+from apscheduler.triggers.base import BaseTrigger
+from apscheduler.triggers.combining import OrTrigger
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
 
 from bot.chat.access import may_see, viewer_for
 from bot.chat.context import ChatContext
@@ -26,7 +31,8 @@ from state.records import DeliveryRow, EventRow, PollCommit
 log = structlog.get_logger(__name__)
 
 MAX_ITEMS = 300  # the renderer shows what fits and counts the rest
-CHECK_EVERY = 30.0  # seconds between checks for due digests
+CHECK_EVERY = 30.0  # seconds: when no trigger time is left (never, in practice), the next check after this
+SAFETY_NET = 3600.0  # seconds: also run at least this often (a local time a DST change skipped; prefs housekeeping)
 DIGEST_GRACE = timedelta(minutes=15)  # after start-up, wait this long at most for the first feed poll
 
 
@@ -93,10 +99,22 @@ def daily_event(chat_id: int, day: str, zone: ZoneInfo, items: list[dict[str, An
     )
 
 
+def digest_trigger(targets: list[DigestTarget], now: datetime) -> BaseTrigger:
+    """When the digest job runs: each target's `digest_at` in its chat's zone (a cron trigger each), and hourly
+    from `now`."""
+    crons = [CronTrigger(hour=t.at.hour, minute=t.at.minute, second=t.at.second, timezone=t.zone) for t in targets]
+    hourly = IntervalTrigger(seconds=SAFETY_NET, start_date=now + timedelta(seconds=SAFETY_NET), timezone=UTC)
+    return OrTrigger([*crons, hourly])
+
+
 @dataclass
 class DailyDigest:
     ctx: ChatContext
     on_queued: Callable[[int], None] | None = None
+
+    def trigger(self) -> BaseTrigger:
+        """Re-read after each run: the chats' default zone is the API user's, known after the first feed poll."""
+        return digest_trigger(digest_targets(self.ctx), self.ctx.clock())
 
     async def step(self) -> int:
         """Queue every digest that is due and not yet made today; returns how many messages were queued."""

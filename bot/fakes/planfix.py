@@ -21,6 +21,8 @@ import defusedxml.ElementTree as SafeET
 from aiohttp import web
 from defusedxml import DefusedXmlException
 
+from bot.clock import utc_now
+
 Due = datetime | date | None
 Item = TypeVar("Item")
 
@@ -123,10 +125,6 @@ class FakeAction:
     deadline_change: tuple[Due, Due] | None = None
 
 
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
 class FakeAccount:
     """The data of one Planfix account and the verbs that change it. Mutations are plain synchronous calls."""
 
@@ -134,13 +132,13 @@ class FakeAccount:
         self, *, timezone: str = "Europe/Moscow", login: str = "bot", clock: Callable[[], datetime] | None = None
     ) -> None:
         self._default_zone = timezone
-        self.clock = clock or _utc_now
+        self.clock = clock or utc_now
         self.users: dict[int, FakeUser] = {}
         self.status_sets: dict[int, str] = {}
         self.statuses: dict[int, FakeStatus] = {}
         self.tasks: dict[int, FakeTask] = {}
         self.actions: list[FakeAction] = []
-        # Issue 10: tasks Planfix refuses one by one, and cards that break the documented shape.
+        # Tasks Planfix refuses one by one, and cards that break the documented shape.
         self.denied: dict[int, tuple[str, str]] = {}  # task id → (error code, "error" | "omit" in task.getMulti)
         self.malformed: dict[int, str] = {}  # task id → the field rendered wrongly (MALFORMED_FIELDS)
         # Internal ids and task numbers live in different ranges so code that mixes them up fails loudly.

@@ -39,7 +39,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from functools import partial
 
 import structlog
@@ -59,6 +59,7 @@ from aiogram.exceptions import (
 from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup, LinkPreviewOptions
 from aiolimiter import AsyncLimiter
 
+from bot.clock import utc_now
 from bot.events import DIGEST, Event
 from bot.notify.planfix_html import truncate, utf16_len
 from bot.redact import redact
@@ -133,10 +134,6 @@ class Limits:
 def plain_text(html_text: str) -> str:
     """The same content without markup, for when Telegram refuses to parse our HTML."""
     return html.unescape(re.sub(r"<[^>]*>", "", html_text))
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 def restriction_retry(since: datetime, now: datetime, *, hold: timedelta = RESTRICTED_HOLD,

@@ -46,6 +46,7 @@ from typing import Any
 import structlog
 from aiolimiter import AsyncLimiter
 
+from bot.clock import utc_now
 from bot.planfix.errors import PlanfixLimitError
 
 log = structlog.get_logger(__name__)
@@ -98,10 +99,6 @@ class BudgetPaused(PlanfixLimitError):
         self.until = until
 
 
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
 def next_midnight(now: datetime, zone: tzinfo) -> datetime:
     """The next 00:00 in `zone` after `now` (the assumed daily reset), as an aware datetime."""
     local = now.astimezone(zone)
@@ -118,7 +115,7 @@ class Budget:
         daily: int = 20_000,
         reserve: int | None = None,
         zone: tzinfo = UTC,
-        clock: Callable[[], datetime] = _utc_now,
+        clock: Callable[[], datetime] = utc_now,
         interactive_run: int | None = 2,
     ) -> None:
         if requests_per_second <= 0:

@@ -218,3 +218,31 @@ def error_for_code(
         # Redact first: a secret straddling the cut would otherwise leave its prefix behind.
         text = f"{text}: {redact(message, secrets)[:200]}"
     return error_class(code, token_mode=token_mode)(text, code=code, method=method)
+
+
+# What to do about each config-fatal code, for the log line, the admins and `planfix-bot check`.
+FIX_HINTS: dict[str, str] = {
+    "0001": "check planfix.api_key (Account management → API access in Planfix)",
+    "0002": "the API application is blocked in Planfix: check Account management → API access",
+    "0004": "check planfix.account: the NAME in https://NAME.planfix.com",
+    "0010": "the Planfix account is frozen: contact Planfix",
+    "0012": "check planfix.token (Account management → API access), or planfix.login and planfix.password",
+    "0013": "the API token's user does not exist any more: create a token for an active user",
+    "0014": "the API token's user is inactive: activate the user or use another user's token",
+    "0020": "the token may not call this method: allow it in Account management → API access",
+    "0022": "the Planfix API is not available on a free account",
+    "0023": "the Planfix API is not included in the current plan",
+    "0024": "planfix.url points at another data centre: use https://api.planfix.com/xml/ (Europe), "
+    "https://apiru.planfix.ru/xml/ (Russia), https://api-sg.planfix.com/xml/ or https://api-us.planfix.com/xml/",
+    "1001": "check planfix.login and planfix.password",
+    "1002": "the API user lacks privileges for this",
+}
+
+
+def fix_hint(code: str | None) -> str:
+    return FIX_HINTS.get(code or "", "check the [planfix] section of the configuration")
+
+
+def fix_for(exc: PlanfixError) -> str:
+    """The fix for a config-fatal error: its own (a wrong endpoint knows it), else by code."""
+    return getattr(exc, "fix", "") or fix_hint(exc.code)

@@ -1,8 +1,10 @@
-"""Background jobs and what they do when Planfix fails (issue 4 §2), and the poll interval that follows the budget.
+"""Background jobs and what they do when Planfix fails, and the poll interval that follows the budget.
 
-Every job (the feed poll, the reconciliation sweep, the local deadline check) runs as its own asyncio task:
-sleep until due, run one step, decide when to run next. The policy for a failed step, by error class
-(bot/planfix/errors.py):
+Every job (the feed poll, the reconciliation sweep, the local deadline check, and the daemon's digest, pruning
+and group-maker checks) runs one step at a time and decides itself when it runs next (`BackgroundJob.run_once`
+and `wait`: interval, pacer, back-off, pauses). In the daemon each job has its own APScheduler interval trigger
+that follows that decision (`Detection.schedule`); the bench drives the same jobs with plain asyncio sleeps on
+its virtual clock (`Detection.run`). The policy for a failed step, by error class (bot/planfix/errors.py):
 
 * transient (0011, 3014, HTTP 5xx, timeouts, malformed/truncated XML, refused bodies, connection errors) and
   anything unexpected: retry after a back-off that doubles from min(interval, 10 s) up to
@@ -15,7 +17,7 @@ sleep until due, run one step, decide when to run next. The policy for a failed 
 * the daily limit (0007) or a budget used up: background jobs wait until the budget resumes (budget.py), the
   admins are told once per episode, and everything resumes by itself.
 * per-item errors (3001, 3002, 3008, 4001, 6001, …) never get here: the steps forget (3001) or set aside that
-  task and go on (poller.fetch_cards). A short-term 0007 (plenty left today) only delays the job, silently.
+  task and go on (Detector.fetch_cards). A short-term 0007 (plenty left today) only delays the job, silently.
 * the state file refuses writes (read-only, disk full, I/O error; state/health.py): every job waits — a poll
   whose results cannot be stored would only be repeated — and runs again as soon as the sender's retried write
   succeeds. The step's transaction was rolled back, so the cursor did not move and nothing is lost.
@@ -24,17 +26,23 @@ sleep until due, run one step, decide when to run next. The policy for a failed 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import html
 import random
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
 import structlog
+from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.base import BaseTrigger
+from apscheduler.triggers.interval import IntervalTrigger
 
+from bot.clock import utc_now
 from bot.planfix.budget import Budget, BudgetPaused, Priority
 from bot.planfix.errors import (
     PlanfixConfigError,
@@ -42,45 +50,19 @@ from bot.planfix.errors import (
     PlanfixItemError,
     PlanfixLimitError,
     PlanfixRequestError,
+    fix_for,
 )
 from bot.redact import redact
-from bot.watch.poller import Poller, utc_now
+from bot.watch.poller import Poller
 from state.health import StoreHealth, is_write_failure
 
 log = structlog.get_logger(__name__)
 
 NotifyAdmins = Callable[[str], Awaitable[None]]
 
+IDLE = 1.0  # seconds: a job that may not run yet (not ready, state file failing) looks again this soon
 FIRST_BACKOFF_CAP = 10.0  # seconds: the first retry waits min(interval, this)
 STEP_TIMEOUT = 300.0  # seconds: a step that takes longer is abandoned (and retried) rather than left hanging
-
-# What to do about each config-fatal code, for the log line, the admins and `planfix-bot check`.
-FIX_HINTS: dict[str, str] = {
-    "0001": "check planfix.api_key (Account management → API access in Planfix)",
-    "0002": "the API application is blocked in Planfix: check Account management → API access",
-    "0004": "check planfix.account: the NAME in https://NAME.planfix.com",
-    "0010": "the Planfix account is frozen: contact Planfix",
-    "0012": "check planfix.token (Account management → API access), or planfix.login and planfix.password",
-    "0013": "the API token's user does not exist any more: create a token for an active user",
-    "0014": "the API token's user is inactive: activate the user or use another user's token",
-    "0020": "the token may not call this method: allow it in Account management → API access",
-    "0022": "the Planfix API is not available on a free account",
-    "0023": "the Planfix API is not included in the current plan",
-    "0024": "planfix.url points at another data centre: use https://api.planfix.com/xml/ (Europe), "
-    "https://apiru.planfix.ru/xml/ (Russia), https://api-sg.planfix.com/xml/ or https://api-us.planfix.com/xml/",
-    "1001": "check planfix.login and planfix.password",
-    "1002": "the API user lacks privileges for this",
-}
-
-
-def fix_hint(code: str | None) -> str:
-    return FIX_HINTS.get(code or "", "check the [planfix] section of the configuration")
-
-
-def fix_for(exc: PlanfixError) -> str:
-    """The fix for a config-fatal error: its own (a wrong endpoint knows it), else by code."""
-    return getattr(exc, "fix", "") or fix_hint(exc.code)
-
 
 def what_refused(exc: PlanfixError) -> str:
     return exc.code or (f"HTTP {exc.http_status}" if exc.http_status else type(exc).__name__)
@@ -143,6 +125,30 @@ class Health:
         self._limit_told = False
 
 
+class WaitReason(StrEnum):
+    DUE = "due"  # its own due time (interval, pacer, back-off, pause), maybe now
+    NOT_READY = "not_ready"  # waits for something else (the first feed poll), looks again soon
+    STORE_FAILING = "store_failing"  # the state file refuses writes: looks again soon
+    STOPPED = "stopped"  # config-fatal: never again in this process
+
+
+@dataclass(frozen=True)
+class Wait:
+    seconds: float | None  # None: stopped
+    reason: WaitReason
+
+
+def next_look(*, fatal: bool, ready: bool, store_failing: bool, until_due: float) -> Wait:
+    """When a job is looked at again, and why."""
+    if fatal:
+        return Wait(None, WaitReason.STOPPED)
+    if store_failing:
+        return Wait(IDLE, WaitReason.STORE_FAILING)
+    if not ready:
+        return Wait(IDLE, WaitReason.NOT_READY)
+    return Wait(until_due, WaitReason.DUE)
+
+
 class BackgroundJob:
     """One periodic step with the error policy above. `interval()` says how long to wait after a success."""
 
@@ -162,8 +168,10 @@ class BackgroundJob:
         rng: random.Random | None = None,
         uses_planfix: bool = True,
         store_health: StoreHealth | None = None,
+        trigger: Callable[[], BaseTrigger] | None = None,
     ) -> None:
         self.name = name
+        self.trigger = trigger  # when set, a success is followed by this trigger's next fire time, not `interval`
         self.store_health = store_health
         self.uses_planfix = uses_planfix  # only a job that talked to Planfix can tell that a pause is over
         self.step = step
@@ -243,13 +251,25 @@ class BackgroundJob:
             self.failures = 0
             if self.uses_planfix:
                 self.health.ok()
-            self.next_run = self.clock() + timedelta(seconds=self.interval())
+            self.next_run = self.next_after_success()
         return True
 
-    async def run(self, stop: asyncio.Event, *, idle: float = 1.0) -> None:
-        """Until `stop` (or a config-fatal error): sleep until due, run, repeat. Not ready → look again in `idle`."""
-        while not stop.is_set() and self.health.fatal is None:
-            delay = self.seconds_until_due() if self.ready() else idle
+    def next_after_success(self) -> datetime:
+        now = self.clock()
+        if self.trigger is not None and (at := self.trigger().get_next_fire_time(None, now)) is not None:
+            return at
+        return now + timedelta(seconds=self.interval())
+
+    def wait(self) -> Wait:
+        """When this job should be looked at again — the one timing decision both drivers (APScheduler in
+        production, `Detection.run` on the bench's virtual clock) obey."""
+        return next_look(fatal=self.health.fatal is not None, ready=self.ready(),
+                         store_failing=self.store_health is not None and self.store_health.failing,
+                         until_due=self.seconds_until_due())
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Until `stop` (or a config-fatal error): sleep as `wait()` says, run, repeat (the asyncio driver)."""
+        while not stop.is_set() and (delay := self.wait().seconds) is not None:
             if delay > 0:
                 try:
                     await asyncio.wait_for(stop.wait(), timeout=delay)
@@ -333,7 +353,7 @@ class Detection:
             return poller.caught_up or clock() - started > deadline_grace
 
         async def deadline_step() -> None:
-            poller.check_deadlines()
+            poller.detector.check_deadlines(caught_up=poller.caught_up)
 
         jobs = [
             # A first start or catch-up that stopped at its time slice (progress committed) goes on at once.
@@ -354,20 +374,22 @@ class Detection:
     def problem(self) -> str | None:
         return self.health.problem
 
-    def schedule(self, scheduler: AsyncIOScheduler, *, tick: float = 1.0) -> None:
-        """Put every job on the APScheduler scheduler: a tick every `tick` seconds runs the job's step when it is
-        due (its own interval, adaptive pace or back-off decides), never two runs of one job at once."""
+    def schedule(self, scheduler: AsyncIOScheduler) -> None:
+        """Put every job on the APScheduler scheduler with its own interval trigger (max_instances=1: a job never
+        overlaps itself). After each run the trigger follows the job: the pacer's interval replaces the trigger's,
+        a back-off or a pause becomes a postponed next run, a config-fatal error removes the job."""
         self.poller.restore_budget()
         for job in self.jobs:
             scheduler.add_job(
-                _tick, "interval", args=[job], seconds=tick, id=f"watch-{job.name}", name=job.name,
-                max_instances=1, coalesce=True, misfire_grace_time=None, next_run_time=self.poller.clock(),
+                fire, _trigger(job), args=[job, scheduler], id=job_id(job), name=job.name, max_instances=1,
+                coalesce=True, misfire_grace_time=None, next_run_time=datetime.now(UTC),
             )
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Run every job until `stop` is set (or configuration errors stop them); safe to cancel."""
+        """Run every job until `stop` is set (or configuration errors stop them), each on its own asyncio task with
+        the same timing decisions (`BackgroundJob.wait`) as `schedule`: the bench's virtual-clock driver."""
         self.poller.restore_budget()
-        tasks = [asyncio.create_task(job.run(stop), name=f"watch-{job.name}") for job in self.jobs]
+        tasks = [asyncio.create_task(job.run(stop), name=job_id(job)) for job in self.jobs]
         try:
             await asyncio.gather(*tasks)
         finally:
@@ -376,12 +398,40 @@ class Detection:
             await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def _tick(job: BackgroundJob) -> None:
+def job_id(job: BackgroundJob) -> str:
+    return f"watch-{job.name}"
+
+
+def _trigger(job: BackgroundJob) -> BaseTrigger:
+    if job.trigger is not None:
+        return job.trigger()
+    return IntervalTrigger(seconds=max(job.interval(), IDLE), timezone=UTC)
+
+
+async def fire(job: BackgroundJob, scheduler: AsyncIOScheduler) -> None:
+    """One APScheduler run of a job: hold its next run while the step runs (so the trigger never fires into a run
+    in progress), run it, then re-time it from what the job decided."""
+    with contextlib.suppress(JobLookupError):
+        scheduler.modify_job(job_id(job), next_run_time=datetime.now(UTC) + timedelta(seconds=job.timeout + IDLE))
     try:
         await job.run_once()
     except asyncio.CancelledError:
         # Only a shutdown cancels a running step; its writes are one transaction, so nothing is half-done.
         log.info("job.cancelled", job=job.name)
+        return
+    retime(job, scheduler)
+
+
+def retime(job: BackgroundJob, scheduler: AsyncIOScheduler) -> None:
+    """Apply the job's own decision (interval, back-off, pause, stop) to its APScheduler trigger."""
+    wait = job.wait()
+    with contextlib.suppress(JobLookupError):
+        if wait.seconds is None:
+            scheduler.remove_job(job_id(job))
+            log.info("job.stopped", job=job.name, reason="config_error")
+            return
+        scheduler.modify_job(job_id(job), trigger=_trigger(job),
+                             next_run_time=datetime.now(UTC) + timedelta(seconds=wait.seconds))
 
 
 def detection_from_settings(
@@ -427,4 +477,4 @@ def detection_from_settings(
     )
 
 
-__all__: Sequence[str] = ["BackgroundJob", "Detection", "Health", "Pacer", "detection_from_settings", "fix_hint"]
+__all__: Sequence[str] = ["BackgroundJob", "Detection", "Health", "Pacer", "detection_from_settings"]

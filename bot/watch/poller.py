@@ -1,9 +1,8 @@
-"""The poll job: action feed → touched tasks → fresh cards → diff → one state transaction with the outbox.
+"""The feed poll: action feed → touched tasks → fresh cards → diff → one state transaction with the outbox.
 
-Also the shared steps the other detection jobs build on: fetching cards with per-item errors isolated, diffing
-against stored snapshots, the clock-only checks (overdue, reminders), routing with catch-up folding, and the
-commit. Rule for every step: all store reads that a diff depends on happen after the step's last `await`, so
-nothing another job commits in between can be overwritten by stale data.
+The steps it shares with the sweep and the deadline check (reading cards, diffing, routing, committing) are the
+Detector's (bot/watch/detector.py). Rule for every step: all store reads that a diff depends on happen after the
+step's last `await`, so nothing another job commits in between can be overwritten by stale data.
 """
 
 from __future__ import annotations
@@ -11,22 +10,21 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import structlog
 
-from bot.events import DEADLINE, STATUS, Event
+from bot.clock import utc_now
 from bot.planfix.budget import Priority, priority
 from bot.planfix.client import MAX_PAGE_SIZE, PlanfixClient, is_last_page
-from bot.planfix.errors import TASK_GONE, PlanfixItemError, PlanfixRequestError
 from bot.planfix.models import Action, Status, Task
-from bot.watch.catchup import BURST, CATCHUP, Split, fold
-from bot.watch.diff import Lead, Snapshot, TaskDiff, baseline, deadline_events, diff_task, first_sight
-from state.records import DeliveryRow, EventRow, PollCommit, StoredSnapshot
+from bot.watch.catchup import Split
+from bot.watch.detector import BUDGET, Changes, Detector, PollResult, Router, hold_unattributed
+from bot.watch.diff import Lead, baseline
+from state.records import PollCommit, StoredSnapshot
 from state.store import Store
 
 log = structlog.get_logger(__name__)
@@ -36,32 +34,7 @@ FEED_PARTIAL = "feed_partial"  # "1": the cursor ends a catch-up sub-window exac
 BASELINE = "baseline_state"  # the first start in progress: JSON of BaselineState; "" or absent when none
 API_USER_ID = "api_user_id"
 API_TIMEZONE = "api_timezone"
-BUDGET = "planfix_budget"
 SEEN_ACTIONS_KEPT = timedelta(days=3)
-STATUS_REFRESH_EVERY = 3600.0  # seconds: an unknown status id re-reads the status names at most this often
-
-Router = Callable[[Event, datetime], list[DeliveryRow]]
-
-
-def hold_unattributed(diffs: list[TaskDiff], *, already_held: set[int]) -> tuple[list[TaskDiff], set[int]]:
-    """Hold back, for one poll, a status or deadline change whose action is not in the feed yet.
-
-    A change made between reading the feed and fetching the card shows up in the card first; announcing it then
-    would lose who made it (and tell that person about their own change). The next poll re-fetches the task and
-    sees the action. A task already held once is announced as it is, so a change no action explains (an edit
-    Planfix does not log) is late by one poll, never lost."""
-    kept, held = [], set()
-    for diff in diffs:
-        unexplained = any(e.kind in (STATUS, DEADLINE) and e.actor_id is None for e in diff.events)
-        if unexplained and diff.snapshot.task_id not in already_held:
-            held.add(diff.snapshot.task_id)
-        else:
-            kept.append(diff)
-    return kept, held
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
@@ -130,52 +103,6 @@ def _minute(moment: datetime) -> datetime:
 
 
 @dataclass
-class PollResult:
-    """What one poll did, for logs, tests and health reporting."""
-
-    baseline: int = 0
-    more: bool = False  # a first start or catch-up stopped at its time slice with more to do (progress kept)
-    actions: int = 0
-    tasks: int = 0
-    events: list[Event] = field(default_factory=list)
-    queued: int = 0
-    digests: int = 0
-    forgotten: int = 0
-    set_aside: int = 0  # tasks newly set aside by this step
-    catchup: bool = False
-
-
-@dataclass
-class Cards:
-    """What fetch_cards learnt: the cards read, the tasks Planfix says were deleted (3001: forget them), and the
-    tasks set aside (task id → code: no access, a malformed card, a code unknown for that one task)."""
-
-    tasks: list[Task] = field(default_factory=list)
-    gone: list[int] = field(default_factory=list)
-    set_aside: dict[int, str] = field(default_factory=dict)
-
-
-@dataclass
-class Changes:
-    """What a detection step found, ready to commit: diffs, tasks to forget, actions seen, tasks set aside and
-    tasks read (which are then no longer set aside)."""
-
-    diffs: list[TaskDiff] = field(default_factory=list)
-    forget: list[int] = field(default_factory=list)
-    seen_actions: list[tuple[int, int, datetime]] = field(default_factory=list)
-    set_aside: dict[int, str] = field(default_factory=dict)
-    readable: list[int] = field(default_factory=list)
-
-    def add_cards(self, cards: Cards, forget: list[int]) -> Changes:
-        self.forget, self.set_aside, self.readable = forget, cards.set_aside, [t.id for t in cards.tasks]
-        return self
-
-    @property
-    def events(self) -> list[Event]:
-        return [e for d in self.diffs for e in d.events]
-
-
-@dataclass
 class Poller:
     client: PlanfixClient
     store: Store
@@ -193,10 +120,8 @@ class Poller:
     catchup_after: timedelta = timedelta(minutes=5)  # a feed window longer than this is a catch-up poll
     catchup_pages: int = 20  # a catch-up reads at most this many feed pages per committed sub-window
     slice_seconds: float | None = None  # a first start or catch-up stops a step after this; None: poll_timeout / 2
-    statuses: dict[int, Status] = field(default_factory=dict)
-    # Issue 13: who really made the actions we wrote from Telegram (Planfix may record the API user).
+    # Who really made the actions we wrote from Telegram (Planfix may record the API user).
     attribute: Callable[[list[Action]], list[Action]] | None = None
-    _held: set[int] = field(default_factory=set)  # changes seen before their action: decided on the next poll
     api_user_id: int | None = None
     api_timezone: str | None = None
     last_success: datetime | None = None
@@ -208,7 +133,27 @@ class Poller:
     _held_actions: dict[int, list[Action]] = field(default_factory=dict)  # … and the actions read for them so far
     _prepared: bool = False
     _budget_restored: bool = False
-    _statuses_read_at: float = 0.0
+    detector: Detector = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.detector = Detector(
+            client=self.client, store=self.store, route=self.route, clock=self.clock, on_queued=self.on_queued,
+            language=self.language, leads=self.leads, catchup_threshold=self.catchup_threshold,
+            burst_threshold=self.burst_threshold, split_digest=self.split_digest, max_event_age=self.max_event_age,
+        )
+
+    @property
+    def statuses(self) -> dict[int, Status]:
+        return self.detector.statuses
+
+    @property
+    def _held(self) -> set[int]:
+        """Tasks whose change waits for this feed poll (held back for their action, or handed over by the sweep)."""
+        return self.detector.held
+
+    @_held.setter
+    def _held(self, held: set[int]) -> None:
+        self.detector.held = held
 
     # --- start-up ---------------------------------------------------------------------------------------------
 
@@ -224,9 +169,6 @@ class Poller:
             except ValueError:
                 log.warning("planfix.budget_restore_ignored")
 
-    def budget_meta(self) -> dict[str, str]:
-        return {BUDGET: json.dumps(self.client.budget.snapshot())}
-
     async def prepare(self) -> None:
         """Learn the API user's time zone (Planfix dates are in it) and the status names."""
         self.restore_budget()
@@ -241,24 +183,11 @@ class Poller:
             self.client.api_timezone = zone
             self.client.budget.zone = zone  # the daily budget is assumed to reset at midnight there
             self.api_user_id, self.api_timezone = user.id, zone_name
-            await self._read_statuses()
+            await self.detector.read_statuses()
         self.store.set_meta(API_USER_ID, str(user.id))
         self.store.set_meta(API_TIMEZONE, zone_name)
         self._prepared = True
         log.info("planfix.ready", api_user=user.id, timezone=zone_name, statuses=len(self.statuses))
-
-    async def _read_statuses(self) -> None:
-        statuses = await self.client.task_statuses()
-        self.statuses = {sid: dataclasses.replace(s, name=s.name_in(self.language)) for sid, s in statuses.items()}
-        self._statuses_read_at = time.monotonic()
-
-    async def _learn_new_statuses(self, tasks: Iterable[Task]) -> None:
-        """A status id we have no name for (a new status in Planfix): re-read the names, at most hourly."""
-        unknown = {t.status for t in tasks} - set(self.statuses)
-        if unknown and time.monotonic() - self._statuses_read_at > STATUS_REFRESH_EVERY:
-            log.info("planfix.unknown_status", ids=sorted(unknown))
-            with priority(Priority.FEED):
-                await self._read_statuses()
 
     # --- the feed poll ----------------------------------------------------------------------------------------
 
@@ -285,8 +214,7 @@ class Poller:
                 if not result.more or loop.time() - started > self._slice():
                     break
         self.more = total.more
-        if total.queued and self.on_queued:
-            self.on_queued(total.queued)
+        self.detector.wake(total.queued)
         if total.more:
             return total
         self.progress = None
@@ -321,7 +249,7 @@ class Poller:
             meta = {BASELINE: "", CURSOR: state.started} if last else {BASELINE: state.to_json()}
             self.store.commit_poll(PollCommit(
                 now=now, snapshots=[StoredSnapshot(s.task_id, 1, s.to_data()) for s in snaps],
-                meta={**meta, **self.budget_meta()},
+                meta={**meta, **self.detector.budget_meta()},
             ))
             self.progress = Progress(FIRST_START, state.tasks, page.total_count)
             if last:
@@ -364,26 +292,25 @@ class Poller:
         touched = [a.task_id for a in fresh if a.task_id and not self._card_covers(a)]
         touched = list(dict.fromkeys([*(t for t in self._held if t not in reuse), *touched]))
         with priority(Priority.ENRICH):
-            fetched = await self.fetch_cards(touched)
+            fetched = await self.detector.read(touched)
             tasks = fetched.tasks
-            await self._learn_new_statuses(tasks)
         read_at = self.clock()
         cards = {t.id: t for t in tasks}
         for task_id, card in reuse.items():
             cards.setdefault(task_id, card)
         # No await below: the diff and the commit see one consistent state.
         changes = Changes(seen_actions=[(a.id, a.task_id, a.at) for a in fresh])
-        changes.add_cards(fetched, self.stored_ids(fetched.gone))
+        changes.add_cards(fetched, self.detector.stored_ids(fetched.gone))
         # Until a catch-up's last sub-window, a change without its action stays held: a later one may name it. The
         # actions of a held task are kept for it, so each change is told with its own author once all are read.
         earlier = [a for task_id in cards for a in self._held_actions.get(task_id, ())]
-        changes.diffs, held = hold_unattributed(self.diff_cards(list(cards.values()), [*earlier, *fresh], now),
+        changes.diffs, held = hold_unattributed(self.detector.diff_cards(list(cards.values()), [*earlier, *fresh], now),
                                                 already_held=set() if more else self._held)
         handled = {d.snapshot.task_id for d in changes.diffs} | held
-        changes.diffs += self.deadline_diffs(now, skip=handled)
+        changes.diffs += self.detector.deadline_diffs(now, skip=handled)
         catchup = not self.caught_up or now - cursor > self.catchup_after
         end = reached if more and reached is not None else now
-        result = self.commit(changes, now, catchup=catchup,
+        result = self.detector.commit(changes, now, catchup=catchup,
                              meta={CURSOR: end.isoformat(), FEED_PARTIAL: "1" if more else ""})
         # Keep what the sweep handed over during this poll.
         self._held = held | (self._held - set(touched) - set(reuse))
@@ -417,174 +344,9 @@ class Poller:
 
     # --- shared steps -----------------------------------------------------------------------------------------
 
-    async def fetch_cards(self, ids: Sequence[int]) -> Cards:
-        """Current cards of these tasks (task.getMulti, ≤100 per request); one task never fails the rest.
-
-        A batch failing with one task's error code (3002, 3008, 4001, …), or with a code we do not know, is
-        narrowed down by halving, and each id left alone is read by task.get. An id task.getMulti simply leaves
-        out is double-checked by task.get too (PLANFIX-API.md §16). Only 3001 means deleted (`gone`); any other
-        per-task answer sets the task aside (`set_aside`: its snapshot stays, it is not diffed, and every later
-        read retries it). An unknown code that both halves of a batch answer is the request's fault: raised."""
-        unique = list(dict.fromkeys(ids))
-        cards = Cards()
-        for start in range(0, len(unique), MAX_PAGE_SIZE):
-            await self._cards(unique[start : start + MAX_PAGE_SIZE], cards)
-        found = {t.id for t in cards.tasks}
-        for task_id in unique:
-            if task_id not in found and task_id not in cards.set_aside and task_id not in cards.gone:
-                await self._one_card(task_id, cards)  # left out of task.getMulti's answer: ask for it alone
-        cards.tasks = list({t.id: t for t in cards.tasks}.values())
-        return cards
-
-    async def _cards(self, ids: list[int], cards: Cards, *, narrowed: bool = False) -> None:
-        if not ids:
-            return
-        if narrowed and len(ids) == 1:
-            await self._one_card(ids[0], cards)
-            return
-        try:
-            cards.tasks += await self.client.task_get_multi(ids)
-            return
-        except PlanfixItemError:
-            unknown = None
-        except PlanfixRequestError as exc:
-            unknown = exc  # maybe one task's code we do not know, maybe our bug: narrow down before deciding
-        if len(ids) == 1:
-            await self._one_card(ids[0], cards)  # task.get says what is wrong with this one
-            return
-        middle = len(ids) // 2
-        read_before = len(cards.tasks)
-        await self._cards(ids[:middle], cards, narrowed=True)
-        if unknown is not None and len(cards.tasks) == read_before:
-            try:
-                cards.tasks += await self.client.task_get_multi(ids[middle:])
-                return
-            except PlanfixRequestError as again:
-                if again.code == unknown.code:
-                    raise unknown from None  # both halves answer it: the request is wrong, not one task
-            except PlanfixItemError:
-                pass
-        await self._cards(ids[middle:], cards, narrowed=True)
-
-    async def _one_card(self, task_id: int, cards: Cards) -> None:
-        try:
-            cards.tasks.append(await self.client.task_get(id=task_id))
-        except PlanfixItemError as exc:
-            if exc.code == TASK_GONE:
-                cards.gone.append(task_id)
-            else:
-                cards.set_aside[task_id] = exc.code or "malformed"
-        except PlanfixRequestError as exc:
-            cards.set_aside[task_id] = exc.code or "unknown"
-            log.error("planfix.task_unknown_error", task_id=task_id, code=exc.code, error=str(exc),
-                      effect="this task is set aside; the others go on")
-
-    def hand_to_feed(self, diffs: list[TaskDiff]) -> list[TaskDiff]:
-        """For the sweep, which reads cards without actions: leave its status and deadline changes, and tasks it
-        sees for the first time, to the next feed poll, which fetches those tasks again with their actions (so the
-        author is known) and announces them even if no action ever explains them. Returns the diffs the sweep may
-        commit itself."""
-        kept, handed = hold_unattributed(diffs, already_held=set())
-        # A task never seen before goes to the feed too: if it was created since the last feed poll, the feed's
-        # actions tell what changed since its creation (first_sight); stored now, those changes would be lost.
-        known = self.store.snapshots(d.snapshot.task_id for d in kept)
-        new = {d.snapshot.task_id for d in kept if d.snapshot.task_id not in known}
-        self._held |= handed | new
-        return [d for d in kept if d.snapshot.task_id not in new]
-
-    def stored_ids(self, ids: Iterable[int]) -> list[int]:
-        """Which of these tasks have a stored snapshot (to forget when Planfix no longer shows them)."""
-        return sorted(self.store.snapshots(ids))
-
-    def diff_cards(self, tasks: Sequence[Task], actions: Sequence[Action], now: datetime) -> list[TaskDiff]:
-        stored = self.store.snapshots(t.id for t in tasks)
-        diffs = []
-        for task in tasks:
-            old = stored.get(task.id)
-            if old is None:  # after the first start a new task's changes in the feed are announced like any other
-                diffs.append(first_sight(task, statuses=self.statuses, actions=actions, now=now, leads=self.leads))
-                continue
-            previous = Snapshot.from_data(old.data)
-            diffs.append(
-                diff_task(
-                    previous, old.revision if old else 0, task, statuses=self.statuses, actions=actions, now=now,
-                    leads=self.leads,
-                )
-            )
-        return diffs
-
-    def deadline_diffs(self, now: datetime, *, skip: Iterable[int] = ()) -> list[TaskDiff]:
-        """Overdue and reminders, computed locally from stored deadlines: no Planfix request, on time."""
-        skip = set(skip) | set(self.store.set_aside())  # stale snapshots of set-aside tasks announce nothing
-        candidates = {s.task_id: s for s in self.store.overdue_candidates(now)}
-        if self.leads:
-            for stored in self.store.deadline_window(now, now + self.leads[-1].length):
-                candidates.setdefault(stored.task_id, stored)
-        diffs = []
-        for task_id, stored in sorted(candidates.items()):
-            if task_id in skip:
-                continue
-            diff = deadline_events(Snapshot.from_data(stored.data), now, leads=self.leads, revision=stored.revision)
-            if diff.events or diff.snapshot.to_data() != stored.data:
-                diffs.append(diff)
-        return diffs
-
-    def commit(self, changes: Changes, now: datetime, *, catchup: bool = False, meta: dict[str, str] | None = None,
-               write: Callable[[PollCommit], int] | None = None) -> PollResult:
-        """Route the events (folding a catch-up into digests), then write everything in one transaction."""
-        events = changes.events
-        newly_set_aside = self._note_set_aside(changes)
-        deliveries = [row for e in events for row in self.route(e, now)]
-        digests, deliveries = fold(
-            events, deliveries, now, threshold=self.catchup_threshold if catchup else (self.burst_threshold or None),
-            max_age=self.max_event_age, why=CATCHUP if catchup else BURST, split=self.split_digest,
-        )
-        stored = self.store.snapshots(d.snapshot.task_id for d in changes.diffs)
-        snapshots = [self._stored(d.snapshot, stored.get(d.snapshot.task_id)) for d in changes.diffs]
-        commit = PollCommit(
-            now=now,
-            snapshots=[s for s in snapshots if s is not None],
-            forget_tasks=changes.forget,
-            seen_actions=changes.seen_actions,
-            events=[EventRow(e.key, e.kind, e.task_id, e.to_json()) for e in [*events, *digests]],
-            deliveries=deliveries,
-            meta={**(meta or {}), **self.budget_meta()},
-            set_aside=changes.set_aside,
-            readable=changes.readable,
-        )
-        queued = (write or self.store.commit_poll)(commit)
-        if changes.forget:
-            log.info("watch.tasks_forgotten", task_ids=changes.forget[:20], count=len(changes.forget))
-        if digests:
-            log.info("watch.digest", chats=len(digests), folded=sum(len(d.items) for d in digests))
-        return PollResult(events=events, queued=queued, digests=len(digests), forgotten=len(changes.forget),
-                          set_aside=newly_set_aside, catchup=catchup)
-
-    def _note_set_aside(self, changes: Changes) -> int:
-        """Log each task once when it is set aside and once when it can be read again; returns how many are new."""
-        if not changes.set_aside and not changes.readable:
-            return 0
-        before = self.store.set_aside()
-        new = {t: c for t, c in changes.set_aside.items() if t not in before}
-        for task_id, code in sorted(new.items()):
-            log.warning("planfix.task_set_aside", task_id=task_id, code=code,
-                        effect="not read until Planfix shows it again; its last snapshot is kept")
-        for task_id in sorted(set(changes.readable) & set(before)):
-            log.info("planfix.task_readable_again", task_id=task_id, was=before[task_id])
-        return len(new)
-
     def check_deadlines(self) -> PollResult:
         """The cheap job: overdue and reminders from stored snapshots, no Planfix request at all."""
-        now = self.clock()
-        changes = Changes(diffs=self.deadline_diffs(now))
-        if not changes.diffs:
-            return PollResult()
-        result = self.commit(changes, now, catchup=not self.caught_up)
-        if result.events:
-            log.info("deadlines.done", events=len(result.events), queued=result.queued, digests=result.digests)
-        if result.queued and self.on_queued:
-            self.on_queued(result.queued)
-        return result
+        return self.detector.check_deadlines(caught_up=self.caught_up)
 
     def resume_progress(self) -> Progress | None:
         """What the state file says is unfinished, before any step ran (for /status and systemd right after a
@@ -597,16 +359,6 @@ class Poller:
         if self.store.get_meta(CURSOR) is None:
             return Progress(FIRST_START, 0)
         return None
-
-    @staticmethod
-    def _stored(snap: Snapshot, old: StoredSnapshot | None) -> StoredSnapshot | None:
-        data = snap.to_data()
-        if old is None:
-            return StoredSnapshot(snap.task_id, 1, data)
-        if old.data == data:
-            return None
-        return StoredSnapshot(snap.task_id, old.revision + 1, data)
-
 
 MERGED_EVENTS_KEPT = 1000  # a long catch-up's events are committed as it goes; its result keeps only the latest
 

@@ -12,7 +12,7 @@ Pages are read minutes apart, so the list can shift under the pass: when `totalC
 page, the previous page is read again as well (items may have moved onto it). A pass ends on a short or empty
 page (or 0015 past the end), never on `totalCount` alone. At the end of a pass, every task stored as active
 that the pass did not see is fetched by id: closed ones give their `status` event, deleted ones (3001) are
-forgotten, ones Planfix refuses to show (no access, a malformed card) are set aside (poller.fetch_cards). The pass position
+forgotten, ones Planfix refuses to show (no access, a malformed card) are set aside (Detector.fetch_cards). The pass position
 lives in the state file, so a restart continues where it stopped.
 """
 
@@ -28,8 +28,9 @@ import structlog
 from bot.planfix.budget import Priority, priority
 from bot.planfix.client import MAX_PAGE_SIZE, MAX_PAGES, is_last_page
 from bot.planfix.models import Task
+from bot.watch.detector import Changes, Detector, PollResult
 from bot.watch.diff import Snapshot
-from bot.watch.poller import Changes, Poller, PollResult
+from bot.watch.poller import Poller
 from state.records import StoredSnapshot
 from state.store import Store
 
@@ -60,6 +61,10 @@ class Sweep:
     @property
     def store(self) -> Store:
         return self.poller.store
+
+    @property
+    def detector(self) -> Detector:
+        return self.poller.detector
 
     def load(self) -> None:
         if self._loaded:
@@ -98,7 +103,7 @@ class Sweep:
 
     async def _page(self) -> PollResult:
         number = self.state.page
-        client = self.poller.client
+        client = self.detector.client
         with priority(Priority.SWEEP):
             page = await client.task_list_page(number, filter="ACTIVE", page_size=self.page_size)
             items = list(page.items)
@@ -111,12 +116,10 @@ class Sweep:
             stored = self.store.snapshots(seen)
             latest = {t.id: t for t in items}
             candidates = [t.id for t in latest.values() if _differs(t, stored.get(t.id))]
-            cards = await self.poller.fetch_cards(candidates)
-            await self.poller._learn_new_statuses(cards.tasks)
+            cards = await self.detector.read(candidates)
         # No await below: the diff and the commit see one consistent state.
-        now = self.poller.clock()
-        changes = Changes(diffs=self.poller.hand_to_feed(self.poller.diff_cards(cards.tasks, [], now)))
-        changes.add_cards(cards, self.poller.stored_ids(cards.gone))
+        now = self.detector.clock()
+        changes = self.detector.without_actions(cards, now)
         last = is_last_page(page, number, self.page_size)
         if not last and number >= MAX_PAGES:
             log.warning("sweep.list_capped", pages=number, effect="this pass ends here; the rest is verified by id")
@@ -136,24 +139,21 @@ class Sweep:
             log.info("sweep.pass_done", passes=state.passes, active=state.total)
             return PollResult()
         with priority(Priority.SWEEP):
-            cards = await self.poller.fetch_cards(ids)
-            await self.poller._learn_new_statuses(cards.tasks)
-        now = self.poller.clock()
-        changes = Changes(diffs=self.poller.hand_to_feed(self.poller.diff_cards(cards.tasks, [], now)))
-        changes.add_cards(cards, self.poller.stored_ids(cards.gone))
+            cards = await self.detector.read(ids)
+        now = self.detector.clock()
+        changes = self.detector.without_actions(cards, now)
         result = self._commit(changes, now, self.state, seen=ids, new_pass=False)
         log.info("sweep.verified", tasks=len(ids), events=len(result.events), forgotten=len(changes.forget))
         return result
 
     def _commit(self, changes: Changes, now: datetime, state: SweepState, *, seen: list[int], new_pass: bool) -> PollResult:
         # Whatever the sweep finds was missed by the feed: fold it like a catch-up if one chat would get many.
-        result = self.poller.commit(
+        result = self.detector.commit(
             changes, now, catchup=True, meta={SWEEP_STATE: json.dumps(asdict(state))},
             write=lambda commit: self.store.commit_sweep(commit, seen, new_pass=new_pass),
         )
         self.state = state
-        if result.queued and self.poller.on_queued:
-            self.poller.on_queued(result.queued)
+        self.detector.wake(result.queued)
         return result
 
 
