@@ -12,6 +12,8 @@ DEADLINE = "deadline"
 OVERDUE = "overdue"
 EVENT_KINDS = (STATUS, DEADLINE, OVERDUE)  # the contract's three kinds (DESIGN.md §3); routes default to these
 ASSIGNED = "assigned"  # a user became an assignee: subject_id = their Planfix id, new_value = their name; personal
+COMMENT = "comment"  # someone commented: new_value = the comment's Planfix HTML (cut), `files` = attached file names;
+# personal to the task's other participants, routes opt in
 REMINDER = "reminder"  # the deadline is near: old_value = lead time ("24h"), new_value = the deadline
 DIGEST = "digest"  # many events for one chat folded into one message: `items` holds their to_json() dicts
 DAILY = "daily"  # the daily digest of one chat (issue 6): old_value = its local day, new_value = its time zone,
@@ -43,12 +45,14 @@ class Event:
     subject_id: int | None = None  # ASSIGNED: the Planfix user the event is about (the new assignee)
     items: tuple[dict[str, Any], ...] = ()  # only for DIGEST: the folded events, each as Event.to_json()
     action_id: int | None = None  # the Planfix action that made the change, if known (our own writes are skipped)
+    files: tuple[str, ...] = ()  # only for COMMENT: names of the attached files
 
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["occurred_at"] = self.occurred_at.isoformat()
         data["participants"] = list(self.participants)
         data["items"] = list(self.items)
+        data["files"] = list(self.files)
         return data
 
     @classmethod
@@ -58,4 +62,5 @@ class Event:
         values["occurred_at"] = datetime.fromisoformat(values["occurred_at"])
         values["participants"] = tuple(values.get("participants") or ())
         values["items"] = tuple(values.get("items") or ())
+        values["files"] = tuple(str(f) for f in values.get("files") or ())
         return cls(**values)

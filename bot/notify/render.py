@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
 
-from bot.events import ASSIGNED, DAILY, DEADLINE, DIGEST, OVERDUE, REMINDER, STATUS, Event
+from bot.events import ASSIGNED, COMMENT, DAILY, DEADLINE, DIGEST, OVERDUE, REMINDER, STATUS, Event
 from bot.notify.planfix_html import planfix_html_to_telegram, truncate, utf16_len
 from bot.planfix.models import Deadline, PersonRef, Task
 
@@ -34,6 +34,9 @@ DESCRIPTION_LIMIT = 500
 ASSIGNEES_LIMIT = 1000  # a task with hundreds of assignees must not crowd out the rest of the card
 GROUP_LINES = 12  # a coalesced message shows at most this many changes (the latest ones)
 DIGEST_TITLE_LIMIT = 80
+COMMENT_LIMIT = 1000  # visible units of a comment in its own notice
+COMMENT_LINE_LIMIT = 200  # … and as one line of a coalesced message or a digest
+FILES_LIMIT = 300  # the list of attached file names
 DIGEST_BUDGET = 3800  # visible units for a digest's item lines; the rest of 4096 is header and "and N more"
 
 TEXTS: dict[str, dict[str, str]] = {
@@ -68,6 +71,9 @@ TEXTS: dict[str, dict[str, str]] = {
         "daily": "Задачи на {day}: просрочено {overdue}, срок сегодня {today}",
         "daily_overdue": "Просрочены",
         "daily_today": "Срок сегодня",
+        "comment": "Комментарий",
+        "comment_by": "{name} пишет:",
+        "files": "Файлы",
     },
     "en": {
         "status": "Status",
@@ -100,9 +106,12 @@ TEXTS: dict[str, dict[str, str]] = {
         "daily": "Tasks for {day}: {overdue} overdue, {today} due today",
         "daily_overdue": "Overdue",
         "daily_today": "Due today",
+        "comment": "Comment",
+        "comment_by": "{name} writes:",
+        "files": "Files",
     },
 }
-ICONS = {STATUS: "🔄", DEADLINE: "📅", OVERDUE: "⏰", REMINDER: "⏳", ASSIGNED: "👤", DIGEST: "🗂", DAILY: "🗓",
+ICONS = {STATUS: "🔄", DEADLINE: "📅", OVERDUE: "⏰", REMINDER: "⏳", ASSIGNED: "👤", COMMENT: "💬", DIGEST: "🗂", DAILY: "🗓",
          "card": "📋",
          "other": "🔔"}
 
@@ -134,10 +143,28 @@ def render_event(event: Event, *, lang: str, tz: ZoneInfo, web_url: str) -> str:
         lines.append(f"{texts['project']}: {_field(event.project_title, NAME_LIMIT)}")
     if event.importance == "HIGH":
         lines.append(f"❗ {texts['importance']}: {texts['importance_HIGH']}")
+    if event.kind == COMMENT:
+        lines += _comment_lines(event, texts, web_url)
+        return _fit("\n".join(lines), icon, event.task_general, web_url, texts)
     lines.append(_change_line(event, lang, tz))
     if event.actor_name:
         lines.append(f"{texts['changed_by']}: {_field(event.actor_name, NAME_LIMIT)}")
     return _fit("\n".join(lines), icon, event.task_general, web_url, texts)
+
+
+def _comment_lines(event: Event, texts: dict[str, str], web_url: str) -> list[str]:
+    """Who wrote it, the comment as Telegram HTML (cut), and the attached files by name."""
+    lines = [escape(texts["comment_by"].format(name=truncate(" ".join((event.actor_name or "?").split()), NAME_LIMIT)))]
+    body = planfix_html_to_telegram(event.new_value or "", max_len=COMMENT_LIMIT, base_url=web_url)
+    if body:
+        lines.append(f"<blockquote>{body}</blockquote>")
+    if event.files:
+        lines.append(f"📎 {texts['files']}: {_files(event.files)}")
+    return lines
+
+
+def _files(names: Sequence[str]) -> str:
+    return _field(", ".join(" ".join(n.split()) for n in names), FILES_LIMIT)
 
 
 def render_events(events: Sequence[Event], *, lang: str, tz: ZoneInfo, web_url: str) -> str:
@@ -253,6 +280,10 @@ def _change_line(event: Event, lang: str, tz: ZoneInfo) -> str:
         return f"{texts['status']}: {_transition(old, event.new_value or '—')}"
     if event.kind == ASSIGNED:
         return f"{texts['assigned']}: <b>{_value(event.new_value or '—')}</b>"
+    if event.kind == COMMENT:
+        body = planfix_html_to_telegram(event.new_value or "", max_len=COMMENT_LINE_LIMIT)
+        line = f"💬 {texts['comment']}: " + " ".join(body.split())  # one line: newlines inside are folded
+        return line + (f" 📎 {_files(event.files)}" if event.files else "")
     return f"{_value(event.kind)}: {_transition(event.old_value or '', event.new_value or '—')}"
 
 

@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import dataclasses
+import enum
+import html
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from bot.events import ASSIGNED, DEADLINE, OVERDUE, REMINDER, STATUS, Event
+from bot.events import ASSIGNED, COMMENT, DEADLINE, OVERDUE, REMINDER, STATUS, Event
 from bot.planfix.models import Action, PersonRef, Status, Task
 
 CREATED = "TASKCREATED"
+# Action types a person writes (PLANFIX-API.md §6.3); the rest are Planfix's own records.
+COMMENT_TYPES = frozenset({"ACTION", "COMMENT", "FILE"})
+COMMENT_KEPT = 4000  # characters of a comment's HTML kept in the event: the notice shows far less
+_TAGS = re.compile(r"<[^>]*>")
+_PLACEHOLDERS = re.compile(r"\{[A-Za-z]+\d+\}:?")  # with its label colon, as in bot/notify/planfix_html.py
 
 
 @dataclass(frozen=True)
@@ -333,3 +341,44 @@ def diff_task(
     flagged = task.is_overdue and new.deadline == old.deadline
     timed = deadline_events(new, now, leads=leads, revision=revision, planfix_says_overdue=flagged)
     return TaskDiff(timed.snapshot, events + timed.events)
+
+
+class NotComment(enum.Enum):
+    """Why an action is not announced as a comment."""
+
+    SYSTEM = "a system action (its type)"
+    CHANGE = "a status or deadline change (announced as such)"
+    EMPTY = "no words and no files (placeholders only)"
+    NO_TASK = "not on a task"
+
+
+def comment_verdict(action: Action) -> NotComment | None:
+    """None if the action is a comment a person wrote (text or files), else why not."""
+    if not action.task_id:
+        return NotComment.NO_TASK
+    if action.type not in COMMENT_TYPES:
+        return NotComment.SYSTEM
+    if action.status_change is not None or action.deadline_change is not None:
+        return NotComment.CHANGE
+    if not action.files and not comment_words(action.description):
+        return NotComment.EMPTY
+    return None
+
+
+def comment_words(description: str) -> str:
+    """The visible words of Planfix HTML, placeholders ({event21}) and tags removed: empty for system text."""
+    return " ".join(html.unescape(_PLACEHOLDERS.sub("", _TAGS.sub(" ", description))).split())
+
+
+def comment_events(snap: Snapshot, actions: Sequence[Action]) -> list[Event]:
+    """A `comment` for each comment among the actions on this snapshot's task, oldest first; the key is the
+    action's id, so the same comment read twice is one event."""
+    found = sorted((a for a in actions if a.task_id == snap.task_id and comment_verdict(a) is None),
+                   key=lambda a: (a.at, a.id))
+    return [
+        dataclasses.replace(
+            _event(COMMENT, f"{COMMENT}:{a.task_id}:{a.id}", snap, a.at, a, None, a.description[:COMMENT_KEPT]),
+            files=a.files,
+        )
+        for a in found
+    ]

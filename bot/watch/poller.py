@@ -25,7 +25,10 @@ from bot.planfix.client import MAX_PAGE_SIZE, PlanfixClient, is_last_page
 from bot.planfix.errors import TASK_GONE, PlanfixItemError, PlanfixRequestError
 from bot.planfix.models import Action, Status, Task
 from bot.watch.catchup import BURST, CATCHUP, Split, fold
-from bot.watch.diff import Lead, Snapshot, TaskDiff, baseline, deadline_events, diff_task, first_sight
+from bot.watch.diff import (
+    Lead, Snapshot, TaskDiff, baseline, comment_events, comment_verdict, deadline_events, diff_task, first_sight,
+    snapshot_of,
+)
 from state.records import DeliveryRow, EventRow, PollCommit, StoredSnapshot
 from state.store import Store
 
@@ -165,6 +168,7 @@ class Changes:
     seen_actions: list[tuple[int, int, datetime]] = field(default_factory=list)
     set_aside: dict[int, str] = field(default_factory=dict)
     readable: list[int] = field(default_factory=list)
+    notes: list[Event] = field(default_factory=list)  # comments: events that change no snapshot
 
     def add_cards(self, cards: Cards, forget: list[int]) -> Changes:
         self.forget, self.set_aside, self.readable = forget, cards.set_aside, [t.id for t in cards.tasks]
@@ -172,7 +176,7 @@ class Changes:
 
     @property
     def events(self) -> list[Event]:
-        return [e for d in self.diffs for e in d.events]
+        return [e for d in self.diffs for e in d.events] + self.notes
 
 
 @dataclass
@@ -381,6 +385,7 @@ class Poller:
                                                 already_held=set() if more else self._held)
         handled = {d.snapshot.task_id for d in changes.diffs} | held
         changes.diffs += self.deadline_diffs(now, skip=handled)
+        changes.notes = self.comments(fresh, cards, changes)
         catchup = not self.caught_up or now - cursor > self.catchup_after
         end = reached if more and reached is not None else now
         result = self.commit(changes, now, catchup=catchup,
@@ -491,6 +496,18 @@ class Poller:
         new = {d.snapshot.task_id for d in kept if d.snapshot.task_id not in known}
         self._held |= handed | new
         return [d for d in kept if d.snapshot.task_id not in new]
+
+    def comments(self, fresh: Sequence[Action], cards: dict[int, Task], changes: Changes) -> list[Event]:
+        """The comments among the fresh actions, told with the task as last read (or remembered). They never wait
+        for a held change: their action is read once."""
+        commented = {a.task_id for a in fresh if comment_verdict(a) is None} - set(changes.set_aside) - set(changes.forget)
+        if not commented:
+            return []
+        snaps = {d.snapshot.task_id: d.snapshot for d in changes.diffs if d.snapshot.task_id in commented}
+        snaps |= {t: snapshot_of(cards[t], self.statuses) for t in commented - snaps.keys() if t in cards}
+        stored = self.store.snapshots(commented - snaps.keys())
+        snaps |= {t: Snapshot.from_data(row.data) for t, row in stored.items()}
+        return [e for t in sorted(snaps) for e in comment_events(snaps[t], fresh)]
 
     def stored_ids(self, ids: Iterable[int]) -> list[int]:
         """Which of these tasks have a stored snapshot (to forget when Planfix no longer shows them)."""
