@@ -39,7 +39,7 @@ from bot.planfix.client import PlanfixClient
 from bot.sdnotify import SystemdNotifier
 from bot.watch.jobs import BackgroundJob, Detection, detection_from_settings
 from bot.watch.poller import Poller
-from state.actions import Actions
+from state.actions import Actions, Write
 from state.prefs import Prefs, TaskIndex
 from state.store import Store
 
@@ -106,13 +106,14 @@ class Daemon:
                               open_button_text=lambda chat_id: texts(audience.language(chat_id))["open"],
                               buttons=notice_buttons(settings))
         own_writes = Actions(store.db)  # issue 13: changes made from Telegram, by action id
+        unsettled: dict[int, Write] = {}  # … and those the feed saw before their write was settled (a crash)
 
         def route(event: Event, now: datetime):
             rows = deliveries(
                 event, now, routes=settings.routes, users=settings.users, zone=zone(),
                 migrated=store.chat_migrations(), audience=audience,
             )
-            return skip_own_actor(own_writes, rows, event)
+            return skip_own_actor(own_writes, rows, event, unsettled)
 
         detection = detection_from_settings(
             settings, client=client, store=store, route=route, notify_admins=sender.tell_admins,
@@ -120,7 +121,7 @@ class Daemon:
             split_digest=lambda events: render.digest_parts(events, web_url=settings.planfix.task_web_url, tz=zone()),
         )
         poller = detection.poller
-        poller.attribute = attribute_own(own_writes)
+        poller.attribute = attribute_own(own_writes, unsettled=unsettled)
         holder["poller"] = poller
 
         pacer = detection.pacer
