@@ -102,9 +102,13 @@ class Daemon:
         def zone():
             return settings.display_zone(holder["poller"].api_timezone if holder else None)
 
+        def status_name(status_id: int, lang: str) -> str | None:
+            status = holder["poller"].statuses.get(status_id) if holder else None
+            return status.name_in(lang) if status is not None else None
+
         sender = build_sender(settings, store, bot, zone=zone, language=audience.language, audience=audience,
                               open_button_text=lambda chat_id: texts(audience.language(chat_id))["open"],
-                              buttons=notice_buttons(settings))
+                              buttons=notice_buttons(settings), status_names=status_name)
         own_writes = Actions(store.db)  # issue 13: changes made from Telegram, by action id
         unsettled: dict[int, Write] = {}  # … and those the feed saw before their write was settled (a crash)
 

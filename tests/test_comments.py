@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from bot.config import Route, UserLink
-from bot.events import COMMENT, STATUS, Event
+from bot.events import COMMENT, STATUS, Comment, Event, StatusMove
 from bot.fakes.planfix import FakePlanfix
 from bot.fakes.telegram_html import parse_telegram_html
 from bot.notify.render import render_event, render_events
@@ -64,8 +64,8 @@ def test_comment_events_carry_author_text_files_and_a_stable_key():
     assert [e.key for e in events] == ["comment:100:2", "comment:100:3"]
     first, second = events
     assert first.kind == COMMENT and first.actor_id == 11 and first.actor_name == "Boris"
-    assert first.new_value == "Looks <b>good</b>" and first.action_id == 2
-    assert second.files == ("a.png",) and first.participants == (10, 11) and first.task_general == 5001
+    assert first.payload == Comment("Looks <b>good</b>") and first.action_id == 2
+    assert second.payload.files == ("a.png",) and first.participants == (10, 11) and first.task_general == 5001
     assert Event.from_json(second.to_json()) == second
 
 
@@ -89,7 +89,7 @@ def test_a_comment_reaches_the_other_participants_not_its_author_and_routes_only
 @pytest.mark.parametrize("lang", ["ru", "en"])
 def test_a_comment_notice_shows_author_safe_text_cut_and_files(lang):
     hostile = "<script>alert(1)</script><p>Hi <b>team</b> &amp; <a href='/task/1'>see</a></p>" + "x" * 5000
-    message = render_event(comment(new_value=hostile, files=("spec <v2>.pdf", "😀.png")), lang=lang, tz=MSK,
+    message = render_event(comment(payload=Comment(hostile, ("spec <v2>.pdf", "😀.png"))), lang=lang, tz=MSK,
                            web_url=WEB)
     visible = parse_telegram_html(message)  # raises if Telegram would refuse it
     assert "Boris" in visible and "Hi team & see" in visible and "alert" not in visible
@@ -99,8 +99,8 @@ def test_a_comment_notice_shows_author_safe_text_cut_and_files(lang):
 
 
 def test_comments_in_a_coalesced_message_are_one_line_each():
-    status = dataclasses.replace(comment(), kind=STATUS, key="s", old_value="New", new_value="Done", files=())
-    message = render_events([status, comment(new_value="<p>one</p><p>two</p>")], lang="en", tz=MSK, web_url=WEB)
+    status = dataclasses.replace(comment(), kind=STATUS, key="s", payload=StatusMove(1, 2, "New", "Done"))
+    message = render_events([status, comment(payload=Comment("<p>one</p><p>two</p>"))], lang="en", tz=MSK, web_url=WEB)
     visible = parse_telegram_html(message)
     assert "Comment: one two" in visible and "Status: New → Done" in visible
 
@@ -136,7 +136,7 @@ async def test_the_poll_announces_comments_once_with_files_and_not_system_action
         result = await poller.poll_once()
         assert sorted(e.kind for e in result.events) == [COMMENT, STATUS]
         [note] = [e for e in result.events if e.kind == COMMENT]
-        assert note.actor_id == 11 and note.files == ("report.pdf",) and "Done" in (note.new_value or "")
+        assert note.actor_id == 11 and note.payload.files == ("report.pdf",) and "Done" in note.payload.text
         assert note.participants == (10, 11)
         clock.now += timedelta(seconds=30)
         assert (await poller.poll_once()).events == []  # the overlap re-reads it: still once

@@ -258,7 +258,7 @@ async def test_150_tasks_moved_at_once_reach_each_chat_as_one_grouped_message_na
         keys = [r["event_key"] for r in rows if r["chat_id"] == chat]
         assert all(k.startswith(f"{DIGEST}:") for k in keys) and 2 <= len(keys) <= 6, keys
         parts = [Event.from_json(world.payload(k)) for k in keys]
-        named = [item["task_general"] for p in parts for item in p.items]
+        named = [item["task_general"] for p in parts for item in p.payload.items]
         assert sorted(named) == sorted(t.general for t in tasks)  # every task, once
         for index, part in enumerate(parts, 1):
             for lang in ("ru", "en"):

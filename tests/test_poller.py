@@ -69,7 +69,7 @@ async def test_baseline_is_silent_and_changes_are_detected_once(world):
     clock.advance(seconds=30)
     result = await poller.poll_once()
     assert [e.kind for e in result.events] == [STATUS]
-    assert result.events[0].actor_id == 11 and result.events[0].new_value == "В работе"
+    assert result.events[0].actor_id == 11 and result.events[0].payload.new_name == "В работе"
     for _ in range(3):
         clock.advance(seconds=30)
         assert (await poller.poll_once()).events == []

@@ -573,7 +573,7 @@ class Poller:
         if changes.forget:
             log.info("watch.tasks_forgotten", task_ids=changes.forget[:20], count=len(changes.forget))
         if digests:
-            log.info("watch.digest", chats=len(digests), folded=sum(len(d.items) for d in digests))
+            log.info("watch.digest", chats=len(digests), folded=sum(len(getattr(d.payload, "items", ())) for d in digests))
         return PollResult(events=events, queued=queued, digests=len(digests), forgotten=len(changes.forget),
                           set_aside=newly_set_aside, catchup=catchup)
 
