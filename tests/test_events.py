@@ -8,7 +8,16 @@ from datetime import UTC, datetime
 import pytest
 
 from bot.events import (
-    Assigned, Comment, Daily, DeadlineMove, Digest, Event, Kind, Overdue, Reminder, StatusMove,
+    Assigned,
+    Comment,
+    Daily,
+    DeadlineMove,
+    Digest,
+    Event,
+    Kind,
+    Overdue,
+    Reminder,
+    StatusMove,
 )
 
 AT = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)

@@ -9,8 +9,23 @@ from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
 
 from bot.events import (
-    ASSIGNED, COMMENT, DAILY, DEADLINE, DIGEST, OVERDUE, REMINDER, STATUS, Assigned, Comment, Daily, DeadlineMove,
-    Digest, Event, Overdue, Reminder, StatusMove,
+    ASSIGNED,
+    COMMENT,
+    DAILY,
+    DEADLINE,
+    DIGEST,
+    OVERDUE,
+    REMINDER,
+    STATUS,
+    Assigned,
+    Comment,
+    Daily,
+    DeadlineMove,
+    Digest,
+    Event,
+    Overdue,
+    Reminder,
+    StatusMove,
 )
 from bot.notify.planfix_html import planfix_html_to_telegram, truncate, utf16_len
 from bot.planfix.models import Deadline, PersonRef, Task

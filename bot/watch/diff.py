@@ -12,8 +12,21 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bot.events import (
-    ASSIGNED, COMMENT, DEADLINE, OVERDUE, REMINDER, STATUS, Assigned, Comment, DeadlineMove, Event, Kind, Overdue,
-    Payload, Reminder, StatusMove,
+    ASSIGNED,
+    COMMENT,
+    DEADLINE,
+    OVERDUE,
+    REMINDER,
+    STATUS,
+    Assigned,
+    Comment,
+    DeadlineMove,
+    Event,
+    Kind,
+    Overdue,
+    Payload,
+    Reminder,
+    StatusMove,
 )
 from bot.planfix.models import Action, PersonRef, Status, Task
 

@@ -26,7 +26,15 @@ from bot.planfix.errors import TASK_GONE, PlanfixItemError, PlanfixRequestError
 from bot.planfix.models import Action, Status, Task
 from bot.watch.catchup import BURST, CATCHUP, Split, fold
 from bot.watch.diff import (
-    Lead, Snapshot, TaskDiff, baseline, comment_events, comment_verdict, deadline_events, diff_task, first_sight,
+    Lead,
+    Snapshot,
+    TaskDiff,
+    baseline,
+    comment_events,
+    comment_verdict,
+    deadline_events,
+    diff_task,
+    first_sight,
     snapshot_of,
 )
 from state.records import DeliveryRow, EventRow, PollCommit, StoredSnapshot
