@@ -310,7 +310,10 @@ def attribute_own(actions: Actions, *, clock: Callable[[], datetime] = lambda: d
             write = ours.get(action.id)
             if write is not None:
                 owner_id = write.planfix_id if write.planfix_id is not None else (action.owner.id if action.owner else 0)
-                action = dataclasses.replace(action, owner=PersonRef(owner_id, write.actor_name))
+                # Written as the API user, the text starts with the person's name: the notice names them already.
+                prefix = f"<b>{html.escape(write.actor_name, quote=False)}</b>: "
+                action = dataclasses.replace(action, owner=PersonRef(owner_id, write.actor_name),
+                                             description=action.description.removeprefix(prefix))
             result.append(action)
         return result
 
