@@ -104,15 +104,15 @@ def theoretical_minimum(per_chat: Counter[int]) -> tuple[float, str]:
 
 
 def queue_events(store, targets: list[int]) -> None:
-    from bot.events import STATUS, Event
+    from bot.events import STATUS, Event, StatusMove
     from state.records import DeliveryRow, EventRow, PollCommit
 
     now = datetime.now(UTC)
     events, rows = [], []
     for n, chat in enumerate(targets):
         event = Event(kind=STATUS, key=f"bench:{n}", task_id=10_000 + n, task_general=50_000 + n,
-                      task_title=f"Benchmark task <{n}> & friends 😀", occurred_at=now, old_value="In progress",
-                      new_value="Done", actor_name="Анна Петрова", project_title="Bench", participants=(1, 2))
+                      task_title=f"Benchmark task <{n}> & friends 😀", occurred_at=now, payload=StatusMove(None, None, "In progress", "Done"),
+                      actor_name="Анна Петрова", project_title="Bench", participants=(1, 2))
         events.append(EventRow(event.key, event.kind, event.task_id, event.to_json()))
         rows.append(DeliveryRow(event.key, chat))
     store.commit_poll(PollCommit(now=now, events=events, deliveries=rows))

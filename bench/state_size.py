@@ -28,7 +28,7 @@ CHATS = (501, 502, -100777)
 
 
 def build(store, days: int, per_day: int) -> None:
-    from bot.events import STATUS, Event
+    from bot.events import STATUS, Event, StatusMove
     from state.records import DeliveryRow, EventRow, PollCommit
 
     for day in range(days, 0, -1):
@@ -38,7 +38,7 @@ def build(store, days: int, per_day: int) -> None:
             task = day * 10_000 + i
             event = Event(kind=STATUS, key=f"status:{day}:{i}", task_id=task, task_general=100_000 + task,
                           task_title=f"Подготовить отчёт по проекту №{task} для отдела продаж", occurred_at=at,
-                          old_value="В работе", new_value="Завершённая", actor_name="Анна Смирнова",
+                          payload=StatusMove(None, None, "В работе", "Завершённая"), actor_name="Анна Смирнова",
                           project_title="Сайт: перезапуск", participants=(9230, 9231, 9232))
             events.append(EventRow(event.key, event.kind, event.task_id, event.to_json()))
         store.commit_poll(PollCommit(now=at, events=events,

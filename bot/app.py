@@ -39,7 +39,7 @@ from bot.planfix.client import PlanfixClient
 from bot.sdnotify import SystemdNotifier
 from bot.watch.jobs import BackgroundJob, Detection, detection_from_settings
 from bot.watch.poller import Poller
-from state.actions import Actions
+from state.actions import Actions, Write
 from state.prefs import Prefs, TaskIndex
 from state.store import Store
 
@@ -102,17 +102,22 @@ class Daemon:
         def zone():
             return settings.display_zone(holder["poller"].api_timezone if holder else None)
 
+        def status_name(status_id: int, lang: str) -> str | None:
+            status = holder["poller"].statuses.get(status_id) if holder else None
+            return status.name_in(lang) if status is not None else None
+
         sender = build_sender(settings, store, bot, zone=zone, language=audience.language, audience=audience,
                               open_button_text=lambda chat_id: texts(audience.language(chat_id))["open"],
-                              buttons=notice_buttons(settings))
+                              buttons=notice_buttons(settings), status_names=status_name)
         own_writes = Actions(store.db)  # changes made from Telegram, by action id
+        unsettled: dict[int, Write] = {}  # … and those the feed saw before their write was settled (a crash)
 
         def route(event: Event, now: datetime):
             rows = deliveries(
                 event, now, routes=settings.routes, users=settings.users, zone=zone(),
                 migrated=store.chat_migrations(), audience=audience,
             )
-            return skip_own_actor(own_writes, rows, event)
+            return skip_own_actor(own_writes, rows, event, unsettled)
 
         detection = detection_from_settings(
             settings, client=client, store=store, route=route, notify_admins=sender.tell_admins,
@@ -120,7 +125,7 @@ class Daemon:
             split_digest=lambda events: render.digest_parts(events, web_url=settings.planfix.task_web_url, tz=zone()),
         )
         poller = detection.poller
-        poller.attribute = attribute_own(own_writes)
+        poller.attribute = attribute_own(own_writes, unsettled=unsettled)
         holder["poller"] = poller
 
         pacer = detection.pacer

@@ -240,7 +240,7 @@ class Route(_Section):
     chat_id: TelegramId
     # "reminder" (poll.remind_before) and "assigned" are opt-in per route; linked users get reminders about their
     # tasks and their own assignments anyway.
-    events: list[Literal["status", "deadline", "overdue", "reminder", "assigned"]] = list(EVENT_KINDS)
+    events: list[Literal["status", "deadline", "overdue", "reminder", "assigned", "comment"]] = list(EVENT_KINDS)
     projects: list[PlanfixId] = []
     quiet_hours: str | None = None
     timezone: str | None = None  # quiet_hours are read in this zone; default: the display zone

@@ -90,8 +90,8 @@ async def simulate(fake: FakePlanfix, tg: FakeTelegram, task_ids: list[int], eve
             fake.change_deadline(task_id, new, by=who)
             note = f"deadline of #{task.general} moved"
         elif kind == "comment":
-            fake.add_comment(task_id, "Looks good, merging.", by=who)
-            note = f"a comment on #{task.general} (comments are not notified)"
+            fake.add_comment(task_id, "<p>Looks <b>good</b>, merging.</p>", by=IVAN, files=["checklist-v2.pdf"])
+            note = f"Ivan comments on #{task.general}, with a file (the people on the task hear of it)"
         elif kind == "ask":
             tg.user_sends(chat_id=ANNA_TG, user_id=ANNA_TG, text=f"/task {task.general}", first_name="Anna")
             note = f"Anna asks the bot: /task {task.general}"

@@ -115,3 +115,23 @@ def test_our_own_actions_are_attributed_and_not_told_to_their_maker():
     assert [r.chat_id for r in skip_own_actor(actions, rows, event(action_id=56))] == [501, -100]
     assert skip_own_actor(actions, rows, event(action_id=57)) == rows
     assert actions.begin(write(description="changed"), NOW).state == "done"  # a redelivery finds the old record
+
+
+def test_a_write_left_unsettled_by_a_crash_is_still_known_to_the_feed_by_its_text():
+    """The process died between Planfix's answer and recording it: the feed sees the comment first. It is matched
+    by its text (as recovery does), attributed to its person without the name put in front, and not told back to
+    them (an admin without a Planfix user included); the intent stays for recovery to settle and confirm."""
+    store = Store.open(":memory:")
+    actions = Actions(store.db)
+    actions.begin(write(key="u:3", user_id=900, planfix_id=None, actor_name="Root", owner=None,
+                        description="<b>Root</b>: checked"), NOW)
+    unsettled: dict[int, Write] = {}
+    feed = [Action(id=60, type="ACTION", task_id=7, at=NOW, owner=PersonRef(1, "Planfix Bot"),
+                   description="<b>Root</b>: checked"),
+            Action(id=61, type="ACTION", task_id=7, at=NOW, owner=PersonRef(11, "Boris"), description="other")]
+    seen = attribute_own(actions, clock=lambda: NOW, unsettled=unsettled)(feed)
+    assert [(a.owner, a.description) for a in seen] == [(PersonRef(1, "Root"), "checked"),
+                                                        (PersonRef(11, "Boris"), "other")]
+    rows = [DeliveryRow("k", 501), DeliveryRow("k", 900)]
+    assert [r.chat_id for r in skip_own_actor(actions, rows, event(action_id=60), unsettled)] == [501]
+    assert actions.get("u:3").state == "intent"

@@ -54,8 +54,8 @@ async def test_user_digest_lists_overdue_and_due_today_in_the_chats_language_and
     h.now = h.morning
     assert await DailyDigest(h.ctx).step() >= 1
     event = digest_for(h, ANNA_TG)
-    assert event is not None and event.new_value == "Europe/Berlin"
-    assert [i["title"] for i in event.items] == ["Anna overdue", "Anna due today", "Anna elsewhere"]
+    assert event is not None and event.payload.zone == "Europe/Berlin"
+    assert [i["title"] for i in event.payload.items] == ["Anna overdue", "Anna due today", "Anna elsewhere"]
     render = make_renderer(h.settings, lambda: h.settings.display_zone(), h.store, language=h.audience.language)
     text = render([event], ANNA_TG).html
     assert "Задачи на" in text and "Просрочены" in text and "Anna later" not in text
@@ -73,7 +73,7 @@ async def test_route_digest_covers_its_projects_only(h):
     h.now = h.morning
     await DailyDigest(h.ctx).step()
     event = digest_for(h, TEAM)
-    assert event is not None and {i["title"] for i in event.items} == {"Anna overdue", "Anna due today"}
+    assert event is not None and {i["title"] for i in event.payload.items} == {"Anna overdue", "Anna due today"}
 
 
 async def test_empty_digest_is_skipped_and_each_digest_goes_once_a_day_even_after_a_restart(h):

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from bot.events import STATUS, Event
+from bot.events import STATUS, Event, StatusMove
 from bot.notify.compose import make_renderer
 from tests.chat_harness import ADMIN_TG, ANNA, ANNA_TG, BORIS, BORIS_TG, TEAM, ChatHarness
 
@@ -147,7 +147,7 @@ async def test_lang_switches_answers_and_notifications_of_that_chat_only(h):
     assert "Commands" in help_en.plain_text
     render = make_renderer(h.settings, lambda: h.settings.display_zone(), h.store, language=h.audience.language)
     event = Event(kind=STATUS, key="k", task_id=1, task_general=5, task_title="T", occurred_at=datetime.now(UTC),
-                  old_value="A", new_value="B")
+                  payload=StatusMove(None, None, "A", "B"))
     assert "Статус" in render([event], BORIS_TG).html and "Status" in render([event], ANNA_TG).html
     [usage] = await h.send("/lang de", user=BORIS_TG)
     assert "/lang ru" in usage.plain_text

@@ -281,8 +281,8 @@ async def test_overdue_rearms_when_the_deadline_moves_and_disarms_when_the_task_
 
 
 async def test_reminders_fire_once_per_lead_and_deadline_and_rearm_when_it_moves(world):
-    """With remind_before = ["24h", "1h"]: each lead fires once per deadline value at its time (old_value = the
-    lead, new_value = the deadline); moving the deadline re-arms them; closing the task disarms them."""
+    """With remind_before = ["24h", "1h"]: each lead fires once per deadline value at its time (payload: the
+    lead and the deadline); moving the deadline re-arms them; closing the task disarms them."""
     due = (world.clock.now + timedelta(days=2)).replace(second=0)
     task = world.pf.add_task(title="T", owner=ANNA, deadline=due)
     poller = world.poller(leads=parse_leads(["24h", "1h"]))
@@ -291,19 +291,19 @@ async def test_reminders_fire_once_per_lead_and_deadline_and_rearm_when_it_moves
     assert poller.check_deadlines().events == []
     world.clock.now = due - timedelta(hours=23, minutes=59)
     [first] = poller.check_deadlines().events
-    assert (first.kind, first.old_value) == (REMINDER, "24h") and datetime.fromisoformat(first.new_value) == due
+    assert (first.kind, first.payload.lead) == (REMINDER, "24h") and datetime.fromisoformat(first.payload.deadline) == due
     world.clock.advance(hours=1)
     assert poller.check_deadlines().events == []
     world.clock.now = due - timedelta(minutes=59)
     [second] = poller.check_deadlines().events
-    assert second.old_value == "1h"
+    assert second.payload.lead == "1h"
     assert poller.check_deadlines().events == []
     moved = due + timedelta(days=2)
     world.pf.change_deadline(task.id, moved, by=BORIS)
     world.clock.advance(seconds=30)
     await poller.poll_once()
     world.clock.now = moved - timedelta(hours=23)
-    assert [e.old_value for e in poller.check_deadlines().events] == ["24h"]
+    assert [e.payload.lead for e in poller.check_deadlines().events] == ["24h"]
     world.pf.change_status(task.id, 3, by=BORIS)
     world.clock.advance(seconds=30)
     await poller.poll_once()
@@ -327,7 +327,7 @@ async def test_no_reminder_for_a_window_already_open_at_first_sight_or_when_the_
     assert [e.kind for e in (await poller.poll_once()).events] == [DEADLINE]
     assert poller.check_deadlines().events == []
     world.clock.now = soon.deadline - timedelta(minutes=59)
-    reminders = [(e.task_id, e.old_value) for e in poller.check_deadlines().events if e.kind == REMINDER]
+    reminders = [(e.task_id, e.payload.lead) for e in poller.check_deadlines().events if e.kind == REMINDER]
     assert reminders == [(soon.id, "1h")]
 
 
@@ -369,7 +369,8 @@ async def test_restart_after_20_changes_reports_all_in_one_digest_per_chat_witho
     rows = world.rows()
     assert [(r["chat_id"], r["event_key"].split(":")[0]) for r in rows] == [(CHAT, DIGEST)] + [(501, STATUS)] * 3
     digest = world.payload(rows[0]["event_key"])
-    assert digest["new_value"] == "20" and {item["task_id"] for item in digest["items"]} == {t.id for t in tasks}
+    items = digest["payload"]["items"]
+    assert len(items) == 20 and {item["task_id"] for item in items} == {t.id for t in tasks}
     stored = world.store.db.execute("SELECT count(*) FROM events WHERE kind = ?", [STATUS]).fetchone()[0]
     assert stored == 20
     world.clock.advance(seconds=30)
@@ -406,7 +407,7 @@ async def test_short_downtime_is_replayed_but_events_older_than_the_max_age_are_
     rows = world.rows()
     assert sorted(r["event_key"].split(":")[0] for r in rows) == [DIGEST, STATUS]
     digest = next(r for r in rows if r["event_key"].startswith(DIGEST))
-    assert [i["task_id"] for i in world.payload(digest["event_key"])["items"]] == [old.id]
+    assert [i["task_id"] for i in world.payload(digest["event_key"])["payload"]["items"]] == [old.id]
 
 
 async def test_overdue_notices_from_the_downtime_wait_for_the_catchup_poll_and_fold_into_its_digest(world):

@@ -65,7 +65,7 @@ async def test_sweep_catches_changes_the_feed_never_saw(world):
     events = await full_pass(Sweep(poller, page_size=5))
     assert sorted((e.kind, e.task_id) for e in events) == [(DEADLINE, deadline.id), (STATUS, status.id)]
     [removed] = [e for e in events if e.kind == DEADLINE]
-    assert removed.new_value is None and removed.actor_id is None
+    assert removed.payload.new is None and removed.actor_id is None
     stored = world.store.snapshots([moved.id])[moved.id].data
     assert stored["project_id"] == 77
     cards = [r for r in world.pf.requests_for("task.getMulti")[multi_before:]]
@@ -85,11 +85,11 @@ async def test_sweep_reports_closed_and_reopened_tasks_and_forgets_deleted_ones(
     world.pf.edit_task_silently(closing.id, status=3)
     world.pf.delete_task(deleted.id)
     events = await full_pass(sweep)
-    assert [(e.kind, e.task_id, e.new_value) for e in events] == [(STATUS, closing.id, "Завершенная")]
+    assert [(e.kind, e.task_id, e.payload.new_name) for e in events] == [(STATUS, closing.id, "Завершенная")]
     assert world.store.snapshots([deleted.id]) == {}
     world.pf.edit_task_silently(closing.id, status=2)
     events = await full_pass(sweep)
-    assert [(e.kind, e.task_id, e.new_value) for e in events] == [(STATUS, closing.id, "В работе")]
+    assert [(e.kind, e.task_id, e.payload.new_name) for e in events] == [(STATUS, closing.id, "В работе")]
     assert world.kinds() == [STATUS, STATUS]
 
 

@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from bot.events import DEADLINE, OVERDUE, STATUS, Event
+from bot.events import DEADLINE, OVERDUE, STATUS, Assigned, DeadlineMove, Event, StatusMove
 from bot.planfix.models import Action, DateChange, Deadline, PersonRef, ProjectRef, Status, StatusChange, Task
 from bot.watch.diff import Snapshot, baseline, diff_task, overdue_event
 
@@ -64,7 +64,7 @@ def test_status_change_names_old_new_and_who():
     act = Action(id=9, type="ACTION", task_id=100, at=NOW, owner=BOB, status_change=StatusChange(1, 2))
     result = diff_task(stored(old), 3, task(status=2), statuses=STATUSES, actions=[act], now=NOW)
     [event] = result.events
-    assert (event.kind, event.old_value, event.new_value) == (STATUS, "Новая", "В работе")
+    assert (event.kind, event.payload) == (STATUS, StatusMove(1, 2, "Новая", "В работе"))
     assert (event.actor_id, event.actor_name) == (11, "Bob")
     assert event.key == "status:100:3:1>2"
     assert event.task_general == 5001 and event.project_id == 7
@@ -81,7 +81,7 @@ def test_status_change_without_action_is_still_detected():
 def test_unknown_status_id_is_shown_by_number():
     """A status missing from the status map is rendered as #id rather than failing."""
     [event] = diff_task(stored(task()), 1, task(status=42), statuses=STATUSES, now=NOW).events
-    assert event.new_value == "#42"
+    assert event.payload == StatusMove(1, 42, "Новая", "#42")
 
 
 @pytest.mark.parametrize(
@@ -101,8 +101,7 @@ def test_deadline_set_moved_or_removed(before, after):
                        actions=[act], now=NOW)
     [event] = result.events
     assert event.kind == DEADLINE
-    assert event.old_value == (before.to_json() if before else None)
-    assert event.new_value == (after.to_json() if after else None)
+    assert event.payload == DeadlineMove(before.to_json() if before else None, after.to_json() if after else None)
     assert event.actor_id == ALICE.id
 
 
@@ -219,13 +218,12 @@ def test_a_task_created_and_moved_on_between_two_polls_is_announced_with_its_cha
                deadline_change=DateChange(due, moved)),
     ]
     result = first_sight(now_task, statuses=STATUSES, actions=actions, now=NOW)
-    got = [(e.kind, e.old_value, e.new_value, e.actor_id) for e in result.events]
+    got = [(e.kind, e.payload, e.actor_id) for e in result.events]
     assert got == [
-        (STATUS, "Новая", "В работе", 11),
-        (DEADLINE, due.to_json(), moved.to_json(), 10),
-        (ASSIGNED, None, "Bob", 10),
+        (STATUS, StatusMove(1, 2, "Новая", "В работе"), 11),
+        (DEADLINE, DeadlineMove(due.to_json(), moved.to_json()), 10),
+        (ASSIGNED, Assigned(11, "Bob"), 10),
     ]
-    assert result.events[2].subject_id == 11
     assert result.snapshot.status == 2 and result.snapshot.deadline == moved.to_json()
 
 
@@ -237,13 +235,13 @@ def test_first_sight_without_actions_stays_silent():
 
 
 def test_a_new_assignee_of_an_existing_task_gives_one_assigned_event_each():
-    """Adding assignees gives one `assigned` per new assignee (subject_id = their id); removing one gives none."""
+    """Adding assignees gives one `assigned` per new assignee (payload: their id and name); removing one gives none."""
     from bot.events import ASSIGNED
 
     carol = PersonRef(12, "Carol")
     act = Action(id=5, type="TASKCHANGED", task_id=100, at=NOW, owner=ALICE)
     result = diff_task(stored(task()), 4, task(workers=(BOB, carol)), statuses=STATUSES, actions=[act], now=NOW)
     [event] = result.events
-    assert (event.kind, event.subject_id, event.new_value, event.actor_id) == (ASSIGNED, 12, "Carol", 10)
+    assert (event.kind, event.payload, event.actor_id) == (ASSIGNED, Assigned(12, "Carol"), 10)
     assert event.key == "assigned:100:4:12"
     assert diff_task(stored(task()), 4, task(workers=()), statuses=STATUSES, now=NOW).events == []

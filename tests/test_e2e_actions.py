@@ -101,6 +101,10 @@ async def test_replies_and_status_buttons_write_to_planfix_once(fakes, tmp_path)
         assert "Comment added" in answer.plain_text
         assert (pf.actions[-1].by, pf.actions[-1].description) == (API_USER_ID, "<b>Boris</b>: from the group")
         pf.owner_refusal = None
+        # Both comments reach Anna, who takes part in the task (attributed to Root and to Boris).
+        await wait_until(lambda: sum(("Boris writes:\nfrom the group" in m.plain_text)
+                                     + ("Root writes:\nchecked" in m.plain_text)
+                                     for m in tg.messages_to(ANNA_TG)) == 2, 20, "both comments told to Anna")
 
         # Killed after Planfix made the comment but before the answer reached us: settled at restart, once.
         pf.inject_fault("hang_after", method="action.add", seconds=30)

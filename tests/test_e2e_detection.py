@@ -130,7 +130,7 @@ async def test_restart_after_20_changes_while_down_reports_all_without_flood_or_
         payload = store.db.execute("SELECT payload FROM events WHERE key = ?", [row["event_key"]]).fetchone()[0]
         import json
 
-        items = json.loads(payload)["items"]
+        items = json.loads(payload)["payload"]["items"]
         assert sorted(i["task_id"] for i in items) == sorted(t.id for t in tasks)
         assert store.db.execute("SELECT count(*) FROM events WHERE kind = ?", [STATUS]).fetchone()[0] == 20
     finally:

@@ -148,6 +148,7 @@ def test_action_get_fixture_status_and_deadline_change():
     assert action.owner is not None and action.owner.id == 9230
     assert action.task_title == "Интеграция с toggl"
     assert action.description.startswith("<p>Действие")
+    assert action.files == ("action.get.xml",)  # <files><file><name>: named in a comment notice
 
 
 @needs_fixtures

@@ -10,7 +10,7 @@ from defusedxml import ElementTree
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bot.events import DEADLINE, OVERDUE, STATUS, Event
+from bot.events import DEADLINE, OVERDUE, STATUS, Event, legacy_payload
 from bot.fakes.telegram_html import parse_telegram_entities, parse_telegram_html
 from bot.notify import render
 from bot.notify.render import (
@@ -37,9 +37,12 @@ HOSTILE = [
 
 
 def event(kind: str = STATUS, **fields) -> Event:
+    """An event; its payload from the old field names (`old_value`, `new_value`, `subject_id`, `items`)."""
+    legacy = {"old_value": "В работе", "new_value": "Выполненная"}
+    legacy.update({k: fields.pop(k) for k in ("old_value", "new_value", "subject_id", "items") if k in fields})
     values = dict(
         kind=kind, key="k", task_id=1, task_general=525330, task_title="Выгрузка из toggl", occurred_at=AT,
-        old_value="В работе", new_value="Выполненная", project_title=None, actor_name="Иван Петров",
+        project_title=None, actor_name="Иван Петров", payload=legacy_payload(kind, legacy),
     )
     values.update(fields)
     return Event(**values)

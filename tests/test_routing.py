@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from bot.config import ConfigError, Route, UserLink, parse_settings
-from bot.events import Event
+from bot.events import Assigned, Event
 from bot.notify.routing import deliveries, quiet_until, recipients, route_of_chat, send_time_deferral
 
 MSK = ZoneInfo("Europe/Moscow")
@@ -158,7 +158,7 @@ def test_assigned_goes_to_the_new_assignee_and_to_routes_that_ask_for_it_only():
              UserLink(telegram_id=102, planfix_id=12)]
     routes = [Route(chat_id=-1), Route(chat_id=-2, events=["status", "assigned"])]
     ev = Event(kind=ASSIGNED, key="assigned:1:1:11", task_id=1, task_general=5, task_title="T",
-               occurred_at=datetime(2026, 11, 23, tzinfo=UTC), new_value="Bob", subject_id=11, actor_id=12,
+               occurred_at=datetime(2026, 11, 23, tzinfo=UTC), payload=Assigned(11, "Bob"), actor_id=12,
                participants=(10, 11, 12))
     assert sorted(r.chat_id for r in recipients(ev, routes, users)) == [-2, 101]
     self_assigned = Event(**{**ev.__dict__, "actor_id": 11})

@@ -12,7 +12,7 @@ from aiogram import Bot
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 
-from bot.events import DIGEST, STATUS, Event
+from bot.events import DIGEST, STATUS, Digest, Event, StatusMove
 from bot.fakes.telegram import FakeTelegram
 from bot.notify import render
 from bot.notify.planfix_html import utf16_len
@@ -90,8 +90,8 @@ _serial = iter(range(1, 1_000_000))
 def event(task: int = 1, kind: str = STATUS, new: str | None = None, **fields) -> Event:
     n = next(_serial)
     values = dict(kind=kind, key=f"{kind}:{task}:{n}", task_id=task, task_general=1000 + task,
-                  task_title=f"Task <{task}> & co", occurred_at=datetime.now(UTC), old_value="Open",
-                  new_value=new or f"State {n}", actor_name="Anna")
+                  task_title=f"Task <{task}> & co", occurred_at=datetime.now(UTC),
+                  payload=StatusMove(None, None, "Open", new or f"State {n}"), actor_name="Anna")
     values.update(fields)
     return Event(**values)
 
@@ -455,7 +455,7 @@ async def test_not_modified_counts_as_success_and_a_deleted_message_gets_a_new_o
 async def test_digests_are_never_merged(fake, bot, store):
     """A digest is its own message even when queued next to a change of the same task id."""
     items = tuple(event(task=i).to_json() for i in range(3))
-    digest = event(task=0, kind=DIGEST, items=items, task_general=0)
+    digest = event(task=0, kind=DIGEST, payload=Digest("burst", items), task_general=0)
     queue(store, [digest, event(task=0)], [ANNA])
     await sender_drain(make_sender(bot, store))
     assert len(fake.messages_to(ANNA)) == 2

@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from bot.config import parse_settings
-from bot.events import DIGEST, STATUS, Event
+from bot.events import DIGEST, STATUS, Digest, Event, StatusMove
 from bot.fakes.telegram_html import parse_telegram_html
 from bot.notify.compose import build_sender, make_renderer
 from state.store import Store
@@ -32,8 +32,8 @@ def store(tmp_path):
 
 
 def status(general=42) -> Event:
-    return Event(kind=STATUS, key="k", task_id=1, task_general=general, task_title="Отчёт", old_value="A",
-                 new_value="B", occurred_at=datetime(2026, 11, 23, 9, 0, tzinfo=UTC))
+    return Event(kind=STATUS, key="k", task_id=1, task_general=general, task_title="Отчёт",
+                 payload=StatusMove(None, None, "A", "B"), occurred_at=datetime(2026, 11, 23, 9, 0, tzinfo=UTC))
 
 
 def test_a_silent_route_is_silent_also_after_its_group_migrated(store):
@@ -49,7 +49,7 @@ def test_the_button_links_the_task_and_a_digest_links_planfix(store):
     render = make_renderer(settings(), lambda: MSK, store)
     assert render([status()], -7).url == "https://acme.planfix.com/task/42"
     digest = Event(kind=DIGEST, key="d", task_id=0, task_general=0, task_title="", occurred_at=status().occurred_at,
-                   items=(status().to_json(),))
+                   payload=Digest("burst", (status().to_json(),)))
     assert render([digest], -7).url == "https://acme.planfix.com"
     rendered = render([status()], -7)
     assert "Статус: A → B" in parse_telegram_html(rendered.html)

@@ -93,7 +93,7 @@ async def test_a_task_answering_3002_among_changing_tasks_never_stops_the_feed(w
     assert any(entry["event"] == "planfix.task_readable_again" for entry in logs)
     clock.advance(seconds=30)
     result = await poller.poll_once()
-    assert [(e.kind, e.task_id, e.new_value) for e in result.events] == [(STATUS, hidden.id, "Отложенная")]
+    assert [(e.kind, e.task_id, e.payload.new_name) for e in result.events] == [(STATUS, hidden.id, "Отложенная")]
 
 
 async def test_narrowing_costs_a_few_requests_and_task_get_only_for_the_leaves(world):

@@ -7,7 +7,7 @@ import statistics
 import time
 from datetime import UTC, datetime, timedelta
 
-from bot.events import STATUS, Event
+from bot.events import STATUS, Event, StatusMove
 from bot.housekeeping import prune_cutoff, prune_history
 from bot.metrics import Metrics, Readings
 from state.records import DeliveryRow, EventRow, PollCommit
@@ -22,7 +22,7 @@ KEEP_DAYS = 30
 def payload(task: int, at: datetime) -> dict:
     return Event(kind=STATUS, key=f"status:{task}", task_id=task, task_general=10_000 + task,
                  task_title=f"Подготовить отчёт по проекту №{task} для отдела продаж", occurred_at=at,
-                 old_value="В работе", new_value="Завершённая", actor_name="Анна Смирнова",
+                 payload=StatusMove(None, None, "В работе", "Завершённая"), actor_name="Анна Смирнова",
                  project_title="Сайт: перезапуск", participants=(9230, 9231, 9232)).to_json()
 
 

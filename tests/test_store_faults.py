@@ -15,7 +15,7 @@ import pytest
 from aiogram import Bot
 from aiogram.client.telegram import TelegramAPIServer
 
-from bot.events import STATUS, Event
+from bot.events import STATUS, Event, StatusMove
 from bot.fakes.telegram import FakeTelegram
 from bot.planfix.budget import Budget
 from bot.watch.jobs import BackgroundJob, Health
@@ -48,7 +48,7 @@ _serial = iter(range(1, 1_000_000))
 def event(task: int) -> Event:
     n = next(_serial)
     return Event(kind=STATUS, key=f"status:{task}:{n}", task_id=task, task_general=1000 + task,
-                 task_title=f"Task {task}", occurred_at=datetime.now(UTC), old_value="Open", new_value=f"State {n}",
+                 task_title=f"Task {task}", occurred_at=datetime.now(UTC), payload=StatusMove(None, None, "Open", f"State {n}"),
                  actor_name="Anna")
 
 

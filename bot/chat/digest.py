@@ -25,7 +25,7 @@ from bot.chat.context import ChatContext
 from bot.chat.lists import due_on
 from bot.chat.views import TaskView
 from bot.config import Route, UserLink
-from bot.events import DAILY, Event
+from bot.events import DAILY, Daily, Event
 from state.records import DeliveryRow, EventRow, PollCommit
 
 log = structlog.get_logger(__name__)
@@ -89,13 +89,11 @@ def daily_event(chat_id: int, day: str, zone: ZoneInfo, items: list[dict[str, An
     return Event(
         kind=DAILY,
         key=f"{DAILY}:{chat_id}:{day}",
-        task_id=-int(day.replace("-", "")),  # its own "task", so the sender never folds it into another message
+        task_id=0,  # about no one task (Event.coalesces keeps it apart)
         task_general=0,
         task_title="",
         occurred_at=now,
-        old_value=day,
-        new_value=zone.key,
-        items=tuple(items),
+        payload=Daily(day, zone.key, tuple(items)),
     )
 
 

@@ -7,6 +7,7 @@ import dataclasses
 import html
 import re
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 
 import structlog
 from aiogram import Bot, Router
@@ -24,7 +25,7 @@ from aiogram.types import (
 
 from bot.chat.access import Viewer
 from bot.chat.action_texts import action_texts
-from bot.chat.actions import ActionDesk, Outcome, Result, text_of
+from bot.chat.actions import RECOVER_WITHIN, ActionDesk, Outcome, Result, is_our_write, text_of
 from bot.chat.callbacks import StatusAct, StatusButton, TaskAct, TaskButton
 from bot.chat.context import ChatContext
 from bot.chat.tasks import parse_task_number
@@ -33,7 +34,7 @@ from bot.config import Settings
 from bot.events import OVERDUE, REMINDER, Event
 from bot.notify.render import task_url
 from bot.planfix.models import Action, PersonRef
-from state.actions import Actions
+from state.actions import Actions, Write
 from state.records import DeliveryRow
 
 log = structlog.get_logger(__name__)
@@ -280,12 +281,28 @@ def notice_buttons(settings: Settings) -> Callable[[Sequence[Event], int, str], 
     return buttons
 
 
-def attribute_own(actions: Actions) -> Callable[[list[Action]], list[Action]]:
+def attribute_own(actions: Actions, *, clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                  unsettled: dict[int, Write] | None = None) -> Callable[[list[Action]], list[Action]]:
     """For the feed: an action we wrote from Telegram is shown as the person's, also when Planfix recorded the API
-    user as its author (then the person's Planfix id, so personal routing skips them as the actor)."""
+    user as its author (then the person's Planfix id, so personal routing skips them as the actor). A write still
+    unsettled (the process died before Planfix's answer was recorded) is recognised by its text, as recovery does
+    (`is_our_write`), so a comment posted for someone is not told back to them after a crash; such matches are
+    also noted in `unsettled` (action id → write) for `skip_own_actor`."""
 
     def attribute(fresh: list[Action]) -> list[Action]:
         ours = actions.authors([a.id for a in fresh])
+        pending = [w for w in actions.unfinished(clock() - RECOVER_WITHIN) if w.description] if fresh else []
+        if pending:
+            claimed = set(ours)
+            for action in fresh:
+                write = None if action.id in ours else next(
+                    (w for w in pending if is_our_write(action, w, claimed)), None)
+                if write is not None:
+                    ours[action.id] = write
+                    claimed.add(action.id)
+                    pending.remove(write)
+                    if unsettled is not None:
+                        unsettled[action.id] = write
         if not ours:
             return fresh
         result = []
@@ -293,19 +310,23 @@ def attribute_own(actions: Actions) -> Callable[[list[Action]], list[Action]]:
             write = ours.get(action.id)
             if write is not None:
                 owner_id = write.planfix_id if write.planfix_id is not None else (action.owner.id if action.owner else 0)
-                action = dataclasses.replace(action, owner=PersonRef(owner_id, write.actor_name))
+                # Written as the API user, the text starts with the person's name: the notice names them already.
+                prefix = f"<b>{html.escape(write.actor_name, quote=False)}</b>: "
+                action = dataclasses.replace(action, owner=PersonRef(owner_id, write.actor_name),
+                                             description=action.description.removeprefix(prefix))
             result.append(action)
         return result
 
     return attribute
 
 
-def skip_own_actor(actions: Actions, rows: list[DeliveryRow], event: Event) -> list[DeliveryRow]:
+def skip_own_actor(actions: Actions, rows: list[DeliveryRow], event: Event,
+                   unsettled: dict[int, Write] | None = None) -> list[DeliveryRow]:
     """The person who made a change from Telegram is not told about it in their private chat (an admin without a
     linked Planfix user included); everyone else is, as usual."""
     if event.action_id is None:
         return rows
-    write = actions.authors([event.action_id]).get(event.action_id)
+    write = actions.authors([event.action_id]).get(event.action_id) or (unsettled or {}).get(event.action_id)
     if write is None:
         return rows
     return [r for r in rows if r.chat_id != write.user_id]

@@ -20,13 +20,13 @@ from bot.chat.makers import note_made
 from bot.chat.tasks import parse_task_number
 from bot.chat.texts import texts
 from bot.chat.views import TaskView
-from bot.events import DEADLINE, EVENT_KINDS, OVERDUE, REMINDER, STATUS
+from bot.events import COMMENT, DEADLINE, EVENT_KINDS, OVERDUE, REMINDER, STATUS
 from bot.notify.render import escape, truncate
 from state.prefs import ALL_PROJECTS
 
 log = structlog.get_logger(__name__)
 
-KINDS = (STATUS, DEADLINE, OVERDUE, REMINDER)
+KINDS = (STATUS, DEADLINE, OVERDUE, REMINDER, COMMENT)
 _ALL_WORDS = {"all", "*", "все", "всё"}
 
 

@@ -123,6 +123,7 @@ class FakeAction:
     project: tuple[int, str] | None = None
     status_change: tuple[int, int] | None = None
     deadline_change: tuple[Due, Due] | None = None
+    files: tuple[tuple[int, str], ...] = ()  # attached files: (id, name)
 
 
 class FakeAccount:
@@ -273,9 +274,10 @@ class FakeAccount:
         task.deadline = new
         return self._record(task, type, by=by, description="{log26}", deadline_change=(old, new))
 
-    def add_comment(self, task_id: int, text: str, *, by: int) -> FakeAction:
-        """A comment; `text` is Planfix HTML."""
-        return self._record(self.task(task_id), "ACTION", by=by, description=text)
+    def add_comment(self, task_id: int, text: str, *, by: int, files: Sequence[str] = ()) -> FakeAction:
+        """A comment; `text` is Planfix HTML; `files` names attached files (ids are made up)."""
+        attached = tuple((161854 + n, name) for n, name in enumerate(files))
+        return self._record(self.task(task_id), "ACTION", by=by, description=text, files=attached)
 
     def refuse_transition(self, new_status: int, *, old_status: int | None = None, code: str = "0016",
                           message: str = "Переход в этот статус запрещён процессом задачи") -> None:
@@ -507,6 +509,12 @@ def render_action(parent: Element, action: FakeAction, account: FakeAccount) -> 
         _sub(change, "newDate", format_due(new, tz, date_only_as_end_of_day=True))
         _sub(change, "newDateIsSet", _flag(new is not None))
         _sub(change, "oldDateIsSet", _flag(old is not None))
+    if action.files:
+        files = _sub(node, "files")
+        for file_id, name in action.files:
+            item = _sub(files, "file")
+            _sub(item, "id", file_id)
+            _sub(item, "name", name)
     _sub(node, "notifiedList")
 
 

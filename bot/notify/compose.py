@@ -21,10 +21,11 @@ Buttons = Callable[[Sequence[Event], int, str], Sequence[tuple[str, str]]]  # ev
 
 
 def make_renderer(settings: Settings, zone: Callable[[], ZoneInfo], store: Store | None = None, *,
-                  language: Callable[[int], str] | None = None, buttons: Buttons | None = None) -> Renderer:
+                  language: Callable[[int], str] | None = None, buttons: Buttons | None = None,
+                  status_names: render.StatusNames | None = None) -> Renderer:
     """Events → the message for one chat: HTML in the chat's language (`language`, else display.language) and the
     display zone, a short fallback, the button's link, and the route's `silent` option (also for a group that has
-    since migrated to a new id)."""
+    since migrated to a new id). Status names come from `status_names` in the chat's language, at send time."""
     default_lang = settings.display.language
     web_url = settings.planfix.task_web_url
     silent_routes = [r for r in settings.routes if r.silent]
@@ -39,7 +40,8 @@ def make_renderer(settings: Settings, zone: Callable[[], ZoneInfo], store: Store
         migrated = store.chat_migrations() if (store is not None and silent_routes) else {}
         silent = route_of_chat(chat_id, silent_routes, migrated) is not None
         lang = language(chat_id) if language is not None else default_lang
-        text = render.render_events(list(events), lang=lang, tz=zone(), web_url=web_url)
+        text = render.render_events(list(events), lang=lang, tz=zone(), web_url=web_url,
+                                    **({"names": status_names} if status_names is not None else {}))
         more = tuple(buttons(events, chat_id, lang)) if buttons is not None and url != web_url else ()
         return Rendered(text, short, url, silent=silent, buttons=more)
 
@@ -48,7 +50,8 @@ def make_renderer(settings: Settings, zone: Callable[[], ZoneInfo], store: Store
 
 def build_sender(settings: Settings, store: Store, bot: Bot, *, zone: Callable[[], ZoneInfo],
                  open_button_text: str | Callable[[int], str], language: Callable[[int], str] | None = None,
-                 audience: Audience | None = None, buttons: Buttons | None = None) -> Sender:
+                 audience: Audience | None = None, buttons: Buttons | None = None,
+                 status_names: render.StatusNames | None = None) -> Sender:
     """The Sender as configured by [delivery], [[routes]] and telegram.admin_ids; `language` and `audience`
     (issue 6) add per-chat languages and the mutes and snoozes chats asked for."""
     delivery = settings.delivery
@@ -56,7 +59,7 @@ def build_sender(settings: Settings, store: Store, bot: Bot, *, zone: Callable[[
     return Sender(
         bot=bot,
         store=store,
-        render=make_renderer(settings, zone, store, language=language, buttons=buttons),
+        render=make_renderer(settings, zone, store, language=language, buttons=buttons, status_names=status_names),
         admin_ids=settings.telegram.admin_ids,
         open_button_text=button,
         coalesce_window=timedelta(seconds=delivery.coalesce_seconds),

@@ -4,11 +4,29 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
 
-from bot.events import ASSIGNED, DAILY, DEADLINE, DIGEST, OVERDUE, REMINDER, STATUS, Event
+from bot.events import (
+    ASSIGNED,
+    COMMENT,
+    DAILY,
+    DEADLINE,
+    DIGEST,
+    OVERDUE,
+    REMINDER,
+    STATUS,
+    Assigned,
+    Comment,
+    Daily,
+    DeadlineMove,
+    Digest,
+    Event,
+    Overdue,
+    Reminder,
+    StatusMove,
+)
 from bot.notify.planfix_html import planfix_html_to_telegram, truncate, utf16_len
 from bot.planfix.models import Deadline, PersonRef, Task
 
@@ -34,6 +52,9 @@ DESCRIPTION_LIMIT = 500
 ASSIGNEES_LIMIT = 1000  # a task with hundreds of assignees must not crowd out the rest of the card
 GROUP_LINES = 12  # a coalesced message shows at most this many changes (the latest ones)
 DIGEST_TITLE_LIMIT = 80
+COMMENT_LIMIT = 1000  # visible units of a comment in its own notice
+COMMENT_LINE_LIMIT = 200  # … and as one line of a coalesced message or a digest
+FILES_LIMIT = 300  # the list of attached file names
 DIGEST_BUDGET = 3800  # visible units for a digest's item lines; the rest of 4096 is header and "and N more"
 
 TEXTS: dict[str, dict[str, str]] = {
@@ -68,6 +89,9 @@ TEXTS: dict[str, dict[str, str]] = {
         "daily": "Задачи на {day}: просрочено {overdue}, срок сегодня {today}",
         "daily_overdue": "Просрочены",
         "daily_today": "Срок сегодня",
+        "comment": "Комментарий",
+        "comment_by": "{name} пишет:",
+        "files": "Файлы",
     },
     "en": {
         "status": "Status",
@@ -100,11 +124,21 @@ TEXTS: dict[str, dict[str, str]] = {
         "daily": "Tasks for {day}: {overdue} overdue, {today} due today",
         "daily_overdue": "Overdue",
         "daily_today": "Due today",
+        "comment": "Comment",
+        "comment_by": "{name} writes:",
+        "files": "Files",
     },
 }
-ICONS = {STATUS: "🔄", DEADLINE: "📅", OVERDUE: "⏰", REMINDER: "⏳", ASSIGNED: "👤", DIGEST: "🗂", DAILY: "🗓",
+ICONS = {STATUS: "🔄", DEADLINE: "📅", OVERDUE: "⏰", REMINDER: "⏳", ASSIGNED: "👤", COMMENT: "💬", DIGEST: "🗂", DAILY: "🗓",
          "card": "📋",
          "other": "🔔"}
+
+StatusNames = Callable[[int, str], str | None]  # (status id, language) → its name, None if unknown
+
+
+def _no_names(status_id: int, lang: str) -> str | None:
+    return None
+
 
 _DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _LEAD_PART = re.compile(r"(\d{1,6})\s*([mhdw])", re.IGNORECASE)
@@ -120,31 +154,58 @@ def task_url(web_url: str, general: int) -> str:
     return f"{web_url.rstrip('/')}/task/{general}"
 
 
-def render_event(event: Event, *, lang: str, tz: ZoneInfo, web_url: str) -> str:
-    """One notification about one change of one task (or a digest of many), as Telegram HTML."""
+def render_event(event: Event, *, lang: str, tz: ZoneInfo, web_url: str, names: StatusNames = _no_names) -> str:
+    """One notification about one change of one task (or a digest of many), as Telegram HTML, in `lang`: status
+    names come from `names` in that language at send time."""
     lang = _lang(lang)
     texts = TEXTS[lang]
-    if event.kind == DIGEST:
-        return _render_digest(event, lang, tz, web_url)
-    if event.kind == DAILY:
-        return _render_daily(event, lang, tz, web_url)
+    match event.payload:
+        case Digest() as digest:
+            return _render_digest(digest, lang, tz, web_url, names)
+        case Daily() as daily:
+            return _render_daily(daily, event.occurred_at, lang, tz, web_url)
+        case Comment() as comment:
+            lines = _task_lines(event, texts, web_url) + _comment_lines(event, comment, texts, web_url)
+            return _fit("\n".join(lines), ICONS[COMMENT], event.task_general, web_url, texts)
     icon = ICONS.get(event.kind, ICONS["other"])
-    lines = [_header(icon, event.task_general, event.task_title, web_url, texts)]
-    if event.project_title:
-        lines.append(f"{texts['project']}: {_field(event.project_title, NAME_LIMIT)}")
-    if event.importance == "HIGH":
-        lines.append(f"❗ {texts['importance']}: {texts['importance_HIGH']}")
-    lines.append(_change_line(event, lang, tz))
+    lines = _task_lines(event, texts, web_url)
+    lines.append(_change_line(event, lang, tz, names))
     if event.actor_name:
         lines.append(f"{texts['changed_by']}: {_field(event.actor_name, NAME_LIMIT)}")
     return _fit("\n".join(lines), icon, event.task_general, web_url, texts)
 
 
-def render_events(events: Sequence[Event], *, lang: str, tz: ZoneInfo, web_url: str) -> str:
+def _task_lines(event: Event, texts: dict[str, str], web_url: str) -> list[str]:
+    """The header (icon, number, linked title), the project and a HIGH importance."""
+    lines = [_header(ICONS.get(event.kind, ICONS["other"]), event.task_general, event.task_title, web_url, texts)]
+    if event.project_title:
+        lines.append(f"{texts['project']}: {_field(event.project_title, NAME_LIMIT)}")
+    if event.importance == "HIGH":
+        lines.append(f"❗ {texts['importance']}: {texts['importance_HIGH']}")
+    return lines
+
+
+def _comment_lines(event: Event, comment: Comment, texts: dict[str, str], web_url: str) -> list[str]:
+    """Who wrote it, the comment as Telegram HTML (cut), and the attached files by name."""
+    lines = [escape(texts["comment_by"].format(name=truncate(" ".join((event.actor_name or "?").split()), NAME_LIMIT)))]
+    body = planfix_html_to_telegram(comment.text, max_len=COMMENT_LIMIT, base_url=web_url)
+    if body:
+        lines.append(f"<blockquote>{body}</blockquote>")
+    if comment.files:
+        lines.append(f"📎 {texts['files']}: {_files(comment.files)}")
+    return lines
+
+
+def _files(names: Sequence[str]) -> str:
+    return _field(", ".join(" ".join(n.split()) for n in names), FILES_LIMIT)
+
+
+def render_events(events: Sequence[Event], *, lang: str, tz: ZoneInfo, web_url: str,
+                  names: StatusNames = _no_names) -> str:
     """One message for several changes of one task that were coalesced: the task as it is now, then each change
     in order (the latest GROUP_LINES of them), with who made it when more than one person did."""
     if len(events) == 1:
-        return render_event(events[0], lang=lang, tz=tz, web_url=web_url)
+        return render_event(events[0], lang=lang, tz=tz, web_url=web_url, names=names)
     if not events:
         raise ValueError("render_events needs at least one event")
     lang = _lang(lang)
@@ -163,7 +224,7 @@ def render_events(events: Sequence[Event], *, lang: str, tz: ZoneInfo, web_url: 
         hidden = len(events) - len(shown)
         lines.append(escape(texts["earlier"].format(n=hidden, changes=_plural(hidden, texts["changes"], lang))))
     for item in shown:
-        line = _change_line(item, lang, tz)
+        line = _change_line(item, lang, tz, names)
         if len(actors) > 1 and item.actor_name:
             line += f" — {_field(item.actor_name, NAME_LIMIT)}"
         lines.append(line)
@@ -231,29 +292,37 @@ def _header(icon: str, general: int, title: str, web_url: str, texts: dict[str, 
     return f'{icon} <b>#{escape(general)}</b> <a href="{escape(task_url(web_url, general))}">{label}</a>'
 
 
-def _change_line(event: Event, lang: str, tz: ZoneInfo) -> str:
+def _change_line(event: Event, lang: str, tz: ZoneInfo, names: StatusNames = _no_names) -> str:
     texts = TEXTS[lang]
-    if event.kind == REMINDER:
-        due = _value(format_deadline(event.new_value, lang=lang, tz=tz))
-        lead = _lead(event.old_value, lang)
-        if lead is None:
-            return texts["reminder_soon"].format(deadline=f"<b>{due}</b>")
-        return texts["reminder"].format(lead=_value(lead), deadline=f"<b>{due}</b>")
-    if event.kind == OVERDUE:
-        due = event.new_value or event.old_value  # the deadline that passed
-        if not due:
-            return texts["overdue_no_deadline"]
-        return texts["overdue"].format(deadline=_value(format_deadline(due, lang=lang, tz=tz)))
-    if event.kind == DEADLINE:
-        old = format_deadline(event.old_value, lang=lang, tz=tz)
-        new = format_deadline(event.new_value, lang=lang, tz=tz)
-        return f"{texts['deadline']}: {_transition(old, new)}"
-    if event.kind == STATUS:
-        old = event.old_value or ""
-        return f"{texts['status']}: {_transition(old, event.new_value or '—')}"
-    if event.kind == ASSIGNED:
-        return f"{texts['assigned']}: <b>{_value(event.new_value or '—')}</b>"
-    return f"{_value(event.kind)}: {_transition(event.old_value or '', event.new_value or '—')}"
+    match event.payload:
+        case Reminder(lead=lead_text, deadline=deadline):
+            due = _value(format_deadline(deadline, lang=lang, tz=tz))
+            lead = _lead(lead_text, lang)
+            if lead is None:
+                return texts["reminder_soon"].format(deadline=f"<b>{due}</b>")
+            return texts["reminder"].format(lead=_value(lead), deadline=f"<b>{due}</b>")
+        case Overdue(deadline=deadline):
+            if not deadline:
+                return texts["overdue_no_deadline"]
+            return texts["overdue"].format(deadline=_value(format_deadline(deadline, lang=lang, tz=tz)))
+        case DeadlineMove(old=old, new=new):
+            return f"{texts['deadline']}: {_transition(format_deadline(old, lang=lang, tz=tz), format_deadline(new, lang=lang, tz=tz))}"
+        case StatusMove() as move:
+            old = _status_name(move.old, move.old_name, lang, names)
+            return f"{texts['status']}: {_transition(old, _status_name(move.new, move.new_name, lang, names) or '—')}"
+        case Assigned(name=name):
+            return f"{texts['assigned']}: <b>{_value(name or '—')}</b>"
+        case Comment(text=text, files=files):
+            body = planfix_html_to_telegram(text, max_len=COMMENT_LINE_LIMIT)
+            line = f"💬 {texts['comment']}: " + " ".join(body.split())  # one line: newlines inside are folded
+            return line + (f" 📎 {_files(files)}" if files else "")
+    return _value(str(event.kind))
+
+
+def _status_name(status_id: int | None, seen: str, lang: str, names: StatusNames) -> str:
+    """The status's name in the chat's language now; else the name seen when the change was detected."""
+    found = names(status_id, lang) if status_id is not None else None
+    return found or seen or (f"#{status_id}" if status_id is not None else "")
 
 
 def _transition(old: str, new: str) -> str:
@@ -321,28 +390,27 @@ def _plural(n: int, forms: str, lang: str) -> str:
     return one if n == 1 else many
 
 
-def _render_digest(event: Event, lang: str, tz: ZoneInfo, web_url: str) -> str:
+def _render_digest(digest: Digest, lang: str, tz: ZoneInfo, web_url: str, names: StatusNames) -> str:
     """Many changes folded into one message (a catch-up after downtime, or a burst while running): one line per
     change, newest last. The poller already split a long digest into parts that fit (digest_parts); "and N more"
     is only a safety net for items that render longer than measured."""
     texts = TEXTS[lang]
     items: list[Event] = []
-    for data in event.items:
+    for data in digest.items:
         try:
             items.append(Event.from_json(dict(data)))
         except (TypeError, ValueError, KeyError):
             continue  # one unreadable item must not cost the whole digest
-    total = max(len(event.items), len(items))
-    why, part, whole = ((event.old_value or "").split(":") + ["", ""])[:3]
-    shown = int(whole) if whole.isdigit() else total  # a part's header counts the whole digest
+    total = max(len(digest.items), len(items))
+    shown = digest.total if digest.total is not None else total  # a part's header counts the whole digest
     changes = _plural(shown, texts["changes"], lang)
-    title = texts["burst" if why == "burst" else "digest"].format(n=shown, changes=changes)
-    if part:
-        title += f" ({part})"
+    title = texts["burst" if digest.why == "burst" else "digest"].format(n=shown, changes=changes)
+    if digest.parts > 1:
+        title += f" ({digest.part}/{digest.parts})"
     lines = [f"{ICONS[DIGEST]} <b>{escape(title)}</b>"]
     used = 0
     for index, item in enumerate(items):
-        line = _digest_line(item, lang, tz, web_url)
+        line = _digest_line(item, lang, tz, web_url, names)
         cost = _visible_len(line) + 1
         if used + cost > DIGEST_BUDGET:
             rest = total - index
@@ -353,15 +421,15 @@ def _render_digest(event: Event, lang: str, tz: ZoneInfo, web_url: str) -> str:
     else:
         if total > len(items):  # unreadable items are counted, not hidden
             lines.append(escape(texts["more"].format(n=total - len(items))))
-    return _fit("\n".join(lines), ICONS[DIGEST], event.task_general, web_url, texts)
+    return _fit("\n".join(lines), ICONS[DIGEST], 0, web_url, texts)
 
 
-def _digest_line(item: Event, lang: str, tz: ZoneInfo, web_url: str) -> str:
+def _digest_line(item: Event, lang: str, tz: ZoneInfo, web_url: str, names: StatusNames = _no_names) -> str:
     texts = TEXTS[lang]
     url = escape(task_url(web_url, item.task_general))
     title = escape(truncate(" ".join(item.task_title.split()), DIGEST_TITLE_LIMIT)) or escape(texts["untitled"])
     when = escape(_when(item.occurred_at, tz))
-    line = f'• {when} <a href="{url}">#{escape(item.task_general)}</a> {title}: {_change_line(item, lang, tz)}'
+    line = f'• {when} <a href="{url}">#{escape(item.task_general)}</a> {title}: {_change_line(item, lang, tz, names)}'
     if item.actor_name:
         line += f" — {_field(item.actor_name, NAME_LIMIT)}"
     return line
@@ -400,21 +468,21 @@ def relative_deadline(due: float, now: datetime, lang: str) -> str:
     return texts[key].format(n=n, unit=_plural(n, units[unit], lang))
 
 
-def _render_daily(event: Event, lang: str, tz: ZoneInfo, web_url: str) -> str:
+def _render_daily(daily: Daily, now: datetime, lang: str, tz: ZoneInfo, web_url: str) -> str:
     """The daily digest of one chat: its overdue tasks, then those due that day, each linked, cut at a line
-    boundary with "and N more" so that it always fits. Dates in the chat's zone (the event's new_value)."""
+    boundary with "and N more" so that it always fits. Dates in the chat's zone (the payload's)."""
     texts = TEXTS[lang]
     try:
-        zone = ZoneInfo(event.new_value) if event.new_value else tz
+        zone = ZoneInfo(daily.zone) if daily.zone else tz
     except (KeyError, ValueError):
         zone = tz
-    items = [dict(item) for item in event.items]
+    items = [dict(item) for item in daily.items]
     overdue = [i for i in items if i.get("overdue")]
     today = [i for i in items if not i.get("overdue")]
     try:
-        day = _date(date.fromisoformat(event.old_value or ""))
+        day = _date(date.fromisoformat(daily.day))
     except ValueError:
-        day = truncate(event.old_value or "", 20)
+        day = truncate(daily.day, 20)
     header = texts["daily"].format(day=day, overdue=len(overdue), today=len(today))
     lines = [f"{ICONS[DAILY]} <b>{escape(header)}</b>"]
     used = 0
@@ -424,7 +492,7 @@ def _render_daily(event: Event, lang: str, tz: ZoneInfo, web_url: str) -> str:
             continue
         lines.append(f"\n<b>{escape(title)}</b>")
         for item in group:
-            line = _daily_line(item, lang, zone, web_url, event.occurred_at)
+            line = _daily_line(item, lang, zone, web_url, now)
             cost = _visible_len(line) + 1
             if used + cost > DIGEST_BUDGET:
                 lines.append(escape(texts["more"].format(n=len(items) - shown)))

@@ -19,7 +19,7 @@ from typing import Protocol
 from zoneinfo import ZoneInfo
 
 from bot.config import Route, UserLink
-from bot.events import ASSIGNED, Event
+from bot.events import ASSIGNED, Assigned, Event
 from state.records import DeliveryRow
 
 URGENT = "HIGH"
@@ -61,7 +61,7 @@ def recipients(event: Event, routes: Sequence[Route], users: Sequence[UserLink])
         # Nobody is told about their own change; an assignment is personal to the new assignee.
         if user.planfix_id == event.actor_id or user.planfix_id not in event.participants:
             continue
-        if event.kind == ASSIGNED and user.planfix_id != event.subject_id:
+        if event.kind == ASSIGNED and isinstance(event.payload, Assigned) and user.planfix_id != event.payload.user_id:
             continue
         found.setdefault(user.telegram_id, Recipient(user.telegram_id, "participant"))
     return list(found.values())

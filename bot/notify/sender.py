@@ -60,7 +60,7 @@ from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup, LinkPrevie
 from aiolimiter import AsyncLimiter
 
 from bot.clock import utc_now
-from bot.events import DIGEST, Event
+from bot.events import Event
 from bot.notify.planfix_html import truncate, utf16_len
 from bot.redact import redact
 from state.health import is_write_failure
@@ -417,7 +417,7 @@ class Sender:
 
     def _plan(self, row: OutboxItem, event: Event, now: datetime, *, allow_edit: bool) -> _Plan:
         window = self.coalesce_window
-        if event.kind == DIGEST or window <= timedelta(0):
+        if not event.coalesces or window <= timedelta(0):
             return _Plan([row], [event], head_id=row.id)
         queued = row.created_at or now
         rows, events, head_id, edit_id, anchor = [row], [event], row.id, None, queued
@@ -430,7 +430,7 @@ class Sender:
             if later.created_at is None or later.created_at - anchor > window:
                 break
             later_event = Event.from_json(later.payload)
-            if later_event.kind == DIGEST:
+            if not later_event.coalesces:
                 continue
             rows.append(later)
             events.append(later_event)

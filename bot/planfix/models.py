@@ -96,6 +96,7 @@ class Action:
     project: ProjectRef | None = None
     status_change: StatusChange | None = None
     deadline_change: DateChange | None = None  # from <taskExpectDateChanged>
+    files: tuple[str, ...] = ()  # names of the files attached to it (<files><file><name>)
 
 
 @dataclass(frozen=True)

@@ -229,6 +229,7 @@ def parse_action(el: Element, tz: tzinfo) -> Action:
         project=_project(el.find("project")),
         status_change=_status_change(el.find("statusChange")),
         deadline_change=_date_change(el.find("taskExpectDateChanged"), tz),
+        files=tuple(name for f in el.findall("files/file") if (name := text(f, "name"))),
     )
 
 

@@ -4,9 +4,9 @@ After downtime the first poll can find dozens of changes at once, and while runn
 (150 tasks moved at once) does the same. Each event is still detected, stored and de-duplicated as usual (its key
 goes into the events table, so a re-poll never queues it again), but when one chat would get more than
 `threshold` messages from that poll (the catch-up threshold after downtime, the burst threshold otherwise), the
-chat gets one `digest` event instead whose `items` are the folded events (`Event.to_json()` each, oldest first)
-and whose `new_value` is their count; `old_value` says why (CATCHUP or BURST) and, when Telegram's length limit
-forces a burst into several messages, which part this is and of how many changes ("burst:2/3:150"). A burst
+chat gets one `digest` event instead (payload `Digest`) whose `items` are the folded events (`Event.to_json()`
+each, oldest first); it says why (CATCHUP or BURST) and, when Telegram's length limit forces a burst into several
+messages, which part this is of how many, and how many changes the whole burst holds. A burst
 is never cut: `split` (from the notify layer, which knows how long each line renders) decides where its parts
 end. A catch-up stays one message (its tail counted, "and N more"): days of changes must not flood a chat.
 Events older than `max_age` are never replayed one by one, in any poll: they go into the chat's digest too.
@@ -21,7 +21,7 @@ import hashlib
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
-from bot.events import DIGEST, Event
+from bot.events import DIGEST, Digest, Event
 from state.records import DeliveryRow
 
 CATCHUP, BURST = "catchup", "burst"  # why a digest was made: downtime (or old news), or a burst while running
@@ -46,9 +46,8 @@ def digest_event(chat_id: int, folded: Sequence[Event], now: datetime, *, why: s
         task_general=0,
         task_title="",
         occurred_at=now,
-        old_value=why if part == (1, 1) else f"{why}:{part[0]}/{part[1]}:{of or len(ordered)}",
-        new_value=str(len(ordered)),
-        items=tuple(e.to_json() for e in ordered),
+        payload=Digest(why, tuple(e.to_json() for e in ordered), part=part[0], parts=part[1],
+                       total=None if part == (1, 1) else of or len(ordered)),
     )
 
 

@@ -82,6 +82,7 @@ class Changes:
     seen_actions: list[tuple[int, int, datetime]] = field(default_factory=list)
     set_aside: dict[int, str] = field(default_factory=dict)
     readable: list[int] = field(default_factory=list)
+    notes: list[Event] = field(default_factory=list)  # comments: events that change no snapshot
 
     def add_cards(self, cards: Cards, forget: list[int]) -> Changes:
         self.forget, self.set_aside, self.readable = forget, cards.set_aside, [t.id for t in cards.tasks]
@@ -89,7 +90,7 @@ class Changes:
 
     @property
     def events(self) -> list[Event]:
-        return [e for d in self.diffs for e in d.events]
+        return [e for d in self.diffs for e in d.events] + self.notes
 
 
 @dataclass
@@ -286,7 +287,7 @@ class Detector:
         if changes.forget:
             log.info("watch.tasks_forgotten", task_ids=changes.forget[:20], count=len(changes.forget))
         if digests:
-            log.info("watch.digest", chats=len(digests), folded=sum(len(d.items) for d in digests))
+            log.info("watch.digest", chats=len(digests), folded=sum(len(getattr(d.payload, "items", ())) for d in digests))
         return PollResult(events=events, queued=queued, digests=len(digests), forgotten=len(changes.forget),
                           set_aside=newly_set_aside, catchup=catchup)
 

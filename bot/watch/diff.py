@@ -3,15 +3,39 @@
 from __future__ import annotations
 
 import dataclasses
+import enum
+import html
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from bot.events import ASSIGNED, DEADLINE, OVERDUE, REMINDER, STATUS, Event
+from bot.events import (
+    ASSIGNED,
+    COMMENT,
+    DEADLINE,
+    OVERDUE,
+    REMINDER,
+    STATUS,
+    Assigned,
+    Comment,
+    DeadlineMove,
+    Event,
+    Kind,
+    Overdue,
+    Payload,
+    Reminder,
+    StatusMove,
+)
 from bot.planfix.models import Action, PersonRef, Status, Task
 
 CREATED = "TASKCREATED"
+# Action types a person writes (PLANFIX-API.md §6.3); the rest are Planfix's own records.
+COMMENT_TYPES = frozenset({"ACTION", "COMMENT", "FILE"})
+COMMENT_KEPT = 4000  # characters of a comment's HTML kept in the event: the notice shows far less
+_TAGS = re.compile(r"<[^>]*>")
+_PLACEHOLDERS = re.compile(r"\{[A-Za-z]+\d+\}:?")  # with its label colon, as in bot/notify/planfix_html.py
 
 
 @dataclass(frozen=True)
@@ -153,7 +177,7 @@ def _latest(actions: Sequence[Action], *, task_id: int, attr: str) -> Action | N
     return max(relevant, key=lambda a: (a.at, a.id), default=None)
 
 
-def _event(kind: str, key: str, snap: Snapshot, at: datetime, actor: Action | None, old: str | None, new: str | None) -> Event:
+def _event(kind: Kind, key: str, snap: Snapshot, at: datetime, actor: Action | None, payload: Payload) -> Event:
     owner = actor.owner if actor else None
     return Event(
         kind=kind,
@@ -162,8 +186,7 @@ def _event(kind: str, key: str, snap: Snapshot, at: datetime, actor: Action | No
         task_general=snap.general,
         task_title=snap.title,
         occurred_at=actor.at if actor else at,
-        old_value=old,
-        new_value=new,
+        payload=payload,
         project_id=snap.project_id,
         project_title=snap.project_title,
         importance=snap.importance,
@@ -196,7 +219,7 @@ def overdue_event(
     key = f"{OVERDUE}:{snap.task_id}:{snap.deadline}" + (f":r{revision}" if revision is not None else "")
     # It became overdue when the deadline passed (catch-up after downtime uses this to tell old news from new).
     due = datetime.fromtimestamp(snap.deadline_due, UTC) if snap.deadline_due is not None else now
-    return TaskDiff(marked, [_event(OVERDUE, key, marked, min(now, due), None, snap.deadline, snap.deadline)])
+    return TaskDiff(marked, [_event(OVERDUE, key, marked, min(now, due), None, Overdue(snap.deadline))])
 
 
 def _reminder_mark(lead: Lead, snap: Snapshot) -> str:
@@ -234,7 +257,7 @@ def reminder_event(snap: Snapshot, now: datetime, leads: Sequence[Lead], *, revi
     key = f"{REMINDER}:{snap.task_id}:{snap.deadline}:{lead.text}" + (f":r{revision}" if revision is not None else "")
     assert snap.deadline_due is not None  # open_leads checked it
     opened = datetime.fromtimestamp(snap.deadline_due, UTC) - lead.length
-    return TaskDiff(marked, [_event(REMINDER, key, marked, min(now, opened), None, lead.text, snap.deadline)])
+    return TaskDiff(marked, [_event(REMINDER, key, marked, min(now, opened), None, Reminder(lead.text, snap.deadline))])
 
 
 def deadline_events(
@@ -315,11 +338,11 @@ def diff_task(
     if new.status != old.status:
         actor = _latest(actions, task_id=task.id, attr="status_change")
         key = f"{STATUS}:{task.id}:{revision}:{old.status}>{new.status}"
-        events.append(_event(STATUS, key, new, now, actor, old.status_name, new.status_name))
+        events.append(_event(STATUS, key, new, now, actor, StatusMove(old.status, new.status, old.status_name, new.status_name)))
     if new.deadline != old.deadline:
         actor = _latest(actions, task_id=task.id, attr="deadline_change")
         key = f"{DEADLINE}:{task.id}:{revision}:{old.deadline}>{new.deadline}"
-        events.append(_event(DEADLINE, key, new, now, actor, old.deadline, new.deadline))
+        events.append(_event(DEADLINE, key, new, now, actor, DeadlineMove(old.deadline, new.deadline)))
         # The deadline notice already says how close it is: reminders whose window is open now are passed over.
         new = mark_reminded(new, open_leads(new, now, leads))
     for user_id in (w for w in new.workers if w not in old.workers):
@@ -328,8 +351,44 @@ def diff_task(
         actor = _latest(actions, task_id=task.id, attr="id")
         key = f"{ASSIGNED}:{task.id}:{revision}:{user_id}"
         name = new.names.get(str(user_id)) or f"#{user_id}"
-        events.append(dataclasses.replace(_event(ASSIGNED, key, new, now, actor, None, name), subject_id=user_id))
+        events.append(_event(ASSIGNED, key, new, now, actor, Assigned(user_id, name)))
     # Planfix's own flag is trusted only while the deadline stands; right after a move it may be stale.
     flagged = task.is_overdue and new.deadline == old.deadline
     timed = deadline_events(new, now, leads=leads, revision=revision, planfix_says_overdue=flagged)
     return TaskDiff(timed.snapshot, events + timed.events)
+
+
+class NotComment(enum.Enum):
+    """Why an action is not announced as a comment."""
+
+    SYSTEM = "a system action (its type)"
+    CHANGE = "a status or deadline change (announced as such)"
+    EMPTY = "no words and no files (placeholders only)"
+    NO_TASK = "not on a task"
+
+
+def comment_verdict(action: Action) -> NotComment | None:
+    """None if the action is a comment a person wrote (text or files), else why not."""
+    if not action.task_id:
+        return NotComment.NO_TASK
+    if action.type not in COMMENT_TYPES:
+        return NotComment.SYSTEM
+    if action.status_change is not None or action.deadline_change is not None:
+        return NotComment.CHANGE
+    if not action.files and not comment_words(action.description):
+        return NotComment.EMPTY
+    return None
+
+
+def comment_words(description: str) -> str:
+    """The visible words of Planfix HTML, placeholders ({event21}) and tags removed: empty for system text."""
+    return " ".join(html.unescape(_PLACEHOLDERS.sub("", _TAGS.sub(" ", description))).split())
+
+
+def comment_events(snap: Snapshot, actions: Sequence[Action]) -> list[Event]:
+    """A `comment` for each comment among the actions on this snapshot's task, oldest first; the key is the
+    action's id, so the same comment read twice is one event."""
+    found = sorted((a for a in actions if a.task_id == snap.task_id and comment_verdict(a) is None),
+                   key=lambda a: (a.at, a.id))
+    return [_event(COMMENT, f"{COMMENT}:{a.task_id}:{a.id}", snap, a.at, a, Comment(a.description[:COMMENT_KEPT], a.files))
+            for a in found]

@@ -18,12 +18,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import structlog
 
 from bot.clock import utc_now
+from bot.events import Event
 from bot.planfix.budget import Priority, priority
 from bot.planfix.client import MAX_PAGE_SIZE, PlanfixClient, is_last_page
 from bot.planfix.models import Action, Status, Task
 from bot.watch.catchup import Split
 from bot.watch.detector import BUDGET, Changes, Detector, PollResult, Router, hold_unattributed
-from bot.watch.diff import Lead, baseline
+from bot.watch.diff import Lead, Snapshot, baseline, comment_events, comment_verdict, snapshot_of
 from state.records import PollCommit, StoredSnapshot
 from state.store import Store
 
@@ -308,6 +309,7 @@ class Poller:
                                                 already_held=set() if more else self._held)
         handled = {d.snapshot.task_id for d in changes.diffs} | held
         changes.diffs += self.detector.deadline_diffs(now, skip=handled)
+        changes.notes = self.comments(fresh, cards, changes)
         catchup = not self.caught_up or now - cursor > self.catchup_after
         end = reached if more and reached is not None else now
         result = self.detector.commit(changes, now, catchup=catchup,
@@ -343,6 +345,18 @@ class Poller:
         return read is not None and action.at + self.overlap < read
 
     # --- shared steps -----------------------------------------------------------------------------------------
+
+    def comments(self, fresh: Sequence[Action], cards: dict[int, Task], changes: Changes) -> list[Event]:
+        """The comments among the fresh actions, told with the task as last read (or remembered). They never wait
+        for a held change: their action is read once."""
+        commented = {a.task_id for a in fresh if comment_verdict(a) is None} - set(changes.set_aside) - set(changes.forget)
+        if not commented:
+            return []
+        snaps = {d.snapshot.task_id: d.snapshot for d in changes.diffs if d.snapshot.task_id in commented}
+        snaps |= {t: snapshot_of(cards[t], self.statuses) for t in commented - snaps.keys() if t in cards}
+        stored = self.store.snapshots(commented - snaps.keys())
+        snaps |= {t: Snapshot.from_data(row.data) for t, row in stored.items()}
+        return [e for t in sorted(snaps) for e in comment_events(snaps[t], fresh)]
 
     def check_deadlines(self) -> PollResult:
         """The cheap job: overdue and reminders from stored snapshots, no Planfix request at all."""
