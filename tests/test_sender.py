@@ -131,10 +131,10 @@ async def test_groups_get_twenty_in_any_sixty_seconds_and_every_chat_one_a_secon
     """Every chat gets 1/s; groups also at most 20 messages in any 60 s (a sliding window, issue 11; its pacing
     against a fake that counts the same way is in test_sender_limits.py)."""
     sender = Sender(bot=None, store=None, render=render_en)  # type: ignore[arg-type]
-    group, private = sender._group_limiter(GROUP), sender._chat_limiter(ANNA)
+    group, private = sender.pacing.group_window(GROUP), sender.pacing.chat_limiter(ANNA)
     assert (group.limit, group.period) == (20, 60)
     assert (private.max_rate, private.time_period) == (1, 1)
-    assert (sender._chat_limiter(GROUP).max_rate, sender._chat_limiter(GROUP).time_period) == (1, 1)
+    assert (sender.pacing.chat_limiter(GROUP).max_rate, sender.pacing.chat_limiter(GROUP).time_period) == (1, 1)
 
 
 async def test_a_hung_chat_does_not_hold_up_the_others(fake, bot, store):
@@ -394,7 +394,7 @@ async def test_a_wrong_token_or_address_keeps_everything_queued(fake, bot, store
     await sender_drain(sender)
     [row] = rows(store, ANNA)
     assert row["status"] == PENDING and row["attempts"] == 0 and key in row["last_error"]
-    assert sender._global_pause is not None
+    assert sender.pacing.global_pause is not None
 
 
 # ── coalescing ───────────────────────────────────────────────────────────────────────────────────────────────
