@@ -1,19 +1,4 @@
-"""The sender's lane loop: drains the outbox through Telegram, one ordered lane per chat, every outcome settled.
-
-The pipeline, per outbox row: gate (inactive chat, quiet hours) → plan (`coalesce.plan`: new message, edit, rows
-folded in) → transmit (`transmit.Transmitter`, paced by `pacing.Pacing`) → classify the error (`verdicts.classify`)
-→ settle (record, or apply the verdict) — with `admin_notices.AdminNotices` telling the admins once.
-* One worker per chat that has rows due, each sending that chat's rows in the order they were queued; different
-  chats go out concurrently (at most `max_in_flight` requests at once), so a slow, limited or failing chat never
-  holds up the others.
-* Nothing is lost: a row ends delivered, or waits with its reason in `last_error`, or is given up with a reason
-  (and the admins are told). The outbox row is marked delivered only after Telegram said ok, so a crash or a
-  timeout can repeat the one message that was in flight — at-least-once: a timed-out send may have arrived,
-  and resending it (a possible duplicate) is preferred to losing it.
-* A state file that refuses writes (read-only, full, I/O error) stops the sending: a send Telegram accepted but
-  the store could not record is kept in memory and written first when a retried write (back-off) succeeds, so
-  nothing is sent twice; the admins are told once; the poll jobs wait on the same `StoreHealth`.
-"""
+"""The sender's lane loop: drains the outbox through Telegram, one ordered lane per chat, every outcome settled."""
 
 from __future__ import annotations
 
@@ -79,6 +64,21 @@ def utc_now() -> datetime:
 
 @dataclass
 class Sender:
+    """Per outbox row, in its chat's lane: gate (inactive chat, quiet hours) → plan (`coalesce.plan`: a new
+    message, an edit, rows folded in) → transmit (`transmit.Transmitter`, paced by `pacing.Pacing`) → classify any
+    error (`verdicts.classify`) → settle: record the send, or apply the verdict (admins told via `AdminNotices`).
+
+    * One lane per chat with rows due, sending them in the order they were queued; different chats go out
+      concurrently (at most `max_in_flight` requests at once), so a slow, limited or failing chat never holds up
+      the others.
+    * Nothing is lost: a row ends delivered, or waits with its reason in `last_error`, or is given up with a
+      reason (and the admins are told). A row is marked delivered only after Telegram said ok, so a crash or a
+      timeout can repeat the one message that was in flight — at-least-once, preferred to losing it.
+    * A state file that refuses writes (read-only, full, I/O error) stops the sending: a send Telegram accepted
+      but the store could not record is kept in memory and written first when a retried write (back-off)
+      succeeds, so nothing is sent twice; the admins are told once; the poll jobs wait on the same `StoreHealth`.
+    """
+
     bot: Bot
     store: Store
     render: Callable[[Sequence[Event], int], Rendered]
