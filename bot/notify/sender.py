@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import random
 import sqlite3
 from collections.abc import Callable, Sequence
@@ -21,6 +20,7 @@ from bot.notify import admin_notices as notices
 from bot.notify.admin_notices import AdminNotices
 from bot.notify.coalesce import Plan, Sent, coalesces, edit_target, plan
 from bot.notify.pacing import Limits, Pacing, PriorityTurnstile, SlidingWindow
+from bot.notify.store_guard import STORE_RETRY_FIRST, STORE_RETRY_MAX, StoreGuard
 from bot.notify.transmit import CUT_UNITS, Rendered, Transmitter, plain_text
 from bot.notify.verdicts import (
     MAX_ATTEMPTS,
@@ -54,8 +54,6 @@ __all__ = ["CUT_UNITS", "MAX_ATTEMPTS", "Limits", "PriorityTurnstile", "Rendered
 log = structlog.get_logger(__name__)
 
 STUCK_NOTICE_ATTEMPTS = 8  # transient failures in a row (≈ 4 min of back-off) before the admins hear of it
-STORE_RETRY_FIRST = 1.0  # seconds before the first retried write once the state file refused one; doubles
-STORE_RETRY_MAX = 60.0
 
 
 def utc_now() -> datetime:
@@ -105,20 +103,18 @@ class Sender:
     pacing: Pacing = field(init=False)
     transmitter: Transmitter = field(init=False)
     notices: AdminNotices = field(init=False)
+    guard: StoreGuard = field(init=False)
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _stopping: bool = False
     _workers: dict[int, asyncio.Task[None]] = field(default_factory=dict)
-    # Sends Telegram accepted that the state file refused to record: written first when it takes writes again,
-    # and nothing else is sent until then, so a refused write never turns into the same message sent again.
-    _unrecorded: list[Callable[[], None]] = field(default_factory=list)
-    _store_recovery: asyncio.Task[None] | None = None
-    _store_told: bool = False
     _restricted: dict[int, datetime] | None = None  # chat -> restricted since (kept in the state file), loaded lazily
 
     def __post_init__(self) -> None:
         self.pacing = Pacing(self.limits, self.max_in_flight)
         self.transmitter = Transmitter(self.bot, self.pacing, self.open_button_text, self.send_timeout)
         self.notices = AdminNotices(self.tell_admins)
+        self.guard = StoreGuard(self.store, self.clock, self.notices, self.wake, self.store_retry_first,
+                                self.store_retry_max)
 
     # ── lifecycle ────────────────────────────────────────────────────────────────────────────────────────────
 
@@ -128,6 +124,7 @@ class Sender:
     def stop(self) -> None:
         """Stop taking new rows; a send in flight finishes and is recorded."""
         self._stopping = True
+        self.guard.stop()
         self._wake.set()
 
     async def run(self) -> None:
@@ -145,10 +142,10 @@ class Sender:
             if self._workers:
                 await asyncio.wait(list(self._workers.values()))
         finally:
-            for task in [*self._workers.values(), *([self._store_recovery] if self._store_recovery else [])]:
+            for task in self._workers.values():
                 task.cancel()
             self.notices.cancel()
-            self._flush_unrecorded_at_exit()
+            self.guard.close()
             log.info("sender.stopped", sent=self.sent, edited=self.edited, failed=self.failed,
                      retried=self.retried, rate_limited=self.rate_limited)
 
@@ -163,7 +160,7 @@ class Sender:
     def dispatch(self) -> None:
         """Start a worker for every chat with due rows that has none running and is not paused."""
         now = self.clock()
-        if self._store_blocked() or self.pacing.all_paused(now):
+        if self.guard.blocked() or self.pacing.all_paused(now):
             return
         for chat_id in self.store.due_chats(now):
             if chat_id in self._workers or self.pacing.paused_until(chat_id, now):
@@ -195,7 +192,7 @@ class Sender:
         with bound_contextvars(chat=chat_id):
             while not self._stopping:
                 now = self.clock()
-                if not self.pacing.may_send(chat_id, now) or self._store_blocked():
+                if not self.pacing.may_send(chat_id, now) or self.guard.blocked():
                     return
                 row = self.store.next_due_row(chat_id, now)
                 if row is None:
@@ -220,7 +217,7 @@ class Sender:
             if isinstance(verdict, StoreRefused):
                 # The state file refused a write (the row's retry, a give-up, a deactivation): nothing was lost —
                 # the row is still pending as it was — but nothing more is sent until the file takes writes again.
-                self._store_failed(exc)
+                self.guard.failed(exc)
                 return False
             if isinstance(verdict, Retry | GiveUp) and verdict.internal:
                 log.exception("sender.deliver_crashed")
@@ -288,8 +285,7 @@ class Sender:
         except sqlite3.Error as exc:
             # Telegram has the message but the state file does not know: keep the record in memory and stop
             # sending until it can be written, instead of sending the row again (issue 11: no spam on a full disk).
-            self._unrecorded.append(record)
-            self._store_failed(exc)
+            self.guard.failed(exc, unrecorded=record)
             self.sent += message.edit_id is None
             self.edited += message.edit_id is not None
             log.error("telegram.sent_unrecorded", message_id=message_id, error=str(exc))
@@ -408,65 +404,6 @@ class Sender:
         if self.store.set_chat_active(chat_id, False, reason, now):
             log.warning("telegram.chat_deactivated", reason=reason)
             self.notices.tell(notices.deactivated(chat_id, reason))
-
-    # ── a state file that refuses writes ─────────────────────────────────────────────────────────────────────
-
-    def _store_blocked(self) -> bool:
-        """True while the state file refuses writes or a send is still unrecorded: then nothing is sent."""
-        if self.store.health.failing or self._unrecorded:
-            self._start_store_recovery()
-            return True
-        return False
-
-    def _store_failed(self, exc: BaseException) -> None:
-        self.store.health.failed(exc, self.clock())
-        self._start_store_recovery()
-
-    def _start_store_recovery(self) -> None:
-        if self._store_recovery is not None and not self._store_recovery.done():
-            return
-        if not self._store_told:
-            self._store_told = True
-            error = self.store.health.error or "a write failed"
-            log.error("store.write_failed", error=error, path=str(self.store.path),
-                      effect="sending and Planfix polling paused; retrying the write with back-off")
-            self.notices.tell(notices.store_refused(error))
-        # In a fresh context: the recovery belongs to no chat's lane.
-        self._store_recovery = asyncio.create_task(self._recover_store(), name="store-recovery",
-                                                   context=contextvars.Context())
-
-    async def _recover_store(self) -> None:
-        """Retry the refused writes with back-off (first the sends Telegram accepted, then a probe); on success
-        clear the shared health, so the poll jobs and the lanes resume by themselves."""
-        delay = self.store_retry_first
-        while not self._stopping:
-            await asyncio.sleep(delay * random.uniform(0.8, 1.2))
-            try:
-                while self._unrecorded:
-                    self._unrecorded[0]()
-                    self._unrecorded.pop(0)
-                self.store.probe_write(self.clock())
-            except sqlite3.Error as exc:
-                self.store.health.failed(exc, self.clock())
-                delay = min(self.store_retry_max, delay * 2)
-                log.warning("store.still_failing", error=str(exc), retry_in_s=round(delay, 1))
-                continue
-            since = self.store.health.since
-            self.store.health.recovered()
-            self._store_told = False
-            log.info("store.recovered", failing_for_s=round((self.clock() - since).total_seconds(), 1) if since
-                     else None)
-            self._wake.set()
-            return
-
-    def _flush_unrecorded_at_exit(self) -> None:
-        try:
-            while self._unrecorded:
-                self._unrecorded[0]()
-                self._unrecorded.pop(0)
-        except sqlite3.Error as exc:
-            # As after a crash: each of these chats may get its last message once more after the restart.
-            log.error("store.unrecorded_at_exit", sends=len(self._unrecorded), error=str(exc))
 
     # ── admins ───────────────────────────────────────────────────────────────────────────────────────────────
 
