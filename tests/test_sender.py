@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import structlog
 from aiogram import Bot
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
@@ -131,10 +132,10 @@ async def test_groups_get_twenty_in_any_sixty_seconds_and_every_chat_one_a_secon
     """Every chat gets 1/s; groups also at most 20 messages in any 60 s (a sliding window, issue 11; its pacing
     against a fake that counts the same way is in test_sender_limits.py)."""
     sender = Sender(bot=None, store=None, render=render_en)  # type: ignore[arg-type]
-    group, private = sender._group_limiter(GROUP), sender._chat_limiter(ANNA)
+    group, private = sender.pacing.group_window(GROUP), sender.pacing.chat_limiter(ANNA)
     assert (group.limit, group.period) == (20, 60)
     assert (private.max_rate, private.time_period) == (1, 1)
-    assert (sender._chat_limiter(GROUP).max_rate, sender._chat_limiter(GROUP).time_period) == (1, 1)
+    assert (sender.pacing.chat_limiter(GROUP).max_rate, sender.pacing.chat_limiter(GROUP).time_period) == (1, 1)
 
 
 async def test_a_hung_chat_does_not_hold_up_the_others(fake, bot, store):
@@ -394,7 +395,7 @@ async def test_a_wrong_token_or_address_keeps_everything_queued(fake, bot, store
     await sender_drain(sender)
     [row] = rows(store, ANNA)
     assert row["status"] == PENDING and row["attempts"] == 0 and key in row["last_error"]
-    assert sender._global_pause is not None
+    assert sender.pacing.global_pause is not None
 
 
 # ── coalescing ───────────────────────────────────────────────────────────────────────────────────────────────
@@ -513,6 +514,23 @@ async def test_tell_admins_survives_an_admin_who_blocked_the_bot(fake, bot, stor
     sender = make_sender(bot, store, admin_ids=[ADMIN, 901])
     await sender.tell_admins("⚠️ <b>test</b>")
     assert fake.messages_to(ADMIN) == [] and fake.messages_to(901)[0].plain_text == "⚠️ test"
+
+
+async def test_a_lanes_log_lines_carry_its_chat_and_row_but_an_admin_notice_does_not(fake, bot, store):
+    """The lane binds chat and event_key once (structlog.contextvars); the admin notice it raises runs without
+    them, so its lines are not filed under the chat that raised it."""
+    fake.inject_error(400, "Bad Request: wrong file identifier", chat_id=ANNA)
+    fake.block(ADMIN)
+    [ev] = queue(store, [event()], [ANNA])
+    sender = make_sender(bot, store)
+    with structlog.testing.capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
+        await sender.drain()
+        await asyncio.wait_for(sender.notices_sent(), 20)
+    [gave_up] = [e for e in logs if e["event"] == "telegram.gave_up"]
+    assert (gave_up["chat"], gave_up["event_key"]) == (ANNA, ev.key)
+    [notice_failed] = [e for e in logs if e["event"] == "telegram.admin_notice_failed"]
+    assert "chat" not in notice_failed and "event_key" not in notice_failed
+    assert structlog.contextvars.get_contextvars() == {}
 
 
 # ── the turnstile in front of the global bucket ──────────────────────────────────────────────────────────────
