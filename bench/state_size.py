@@ -52,12 +52,13 @@ def file_size(path: Path) -> int:
 
 
 def scrape_ms(store) -> float:
+    from datetime import UTC, datetime
+
+    from bot.health import read_status
     from bot.metrics import Metrics, Readings
 
-    metrics = Metrics(Readings(outbox_depth=store.pending_count, events_by_kind=store.events_by_kind,
-                               failures_by_reason=store.failures_by_reason,
-                               oldest_undelivered_seconds=lambda: None if store.oldest_pending_created() is None
-                               else 0.0))
+    metrics = Metrics(Readings(status=lambda: read_status(store, now=datetime.now(UTC)),
+                               events_by_kind=store.events_by_kind, failures_by_reason=store.failures_by_reason))
     times = []
     for _ in range(50):
         started = time.perf_counter()

@@ -246,9 +246,10 @@ class Store:
                 [(task_id, code, _iso(commit.now), _iso(commit.now)) for task_id, code in commit.set_aside.items()],
             )
 
-    def set_aside(self) -> dict[int, str]:
-        """Tasks set aside (task id → the code Planfix answered for it), lowest id first."""
-        return {r[0]: r[1] for r in self.db.execute("SELECT task_id, code FROM set_aside ORDER BY task_id")}
+    def set_aside(self, limit: int = -1) -> dict[int, str]:
+        """Tasks set aside (task id → the code Planfix answered for it), lowest id first; at most `limit` of them."""
+        rows = self.db.execute("SELECT task_id, code FROM set_aside ORDER BY task_id LIMIT ?", [limit])
+        return {r[0]: r[1] for r in rows}
 
     def set_aside_count(self) -> int:
         return self.db.execute("SELECT COUNT(*) FROM set_aside").fetchone()[0]

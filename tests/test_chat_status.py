@@ -81,3 +81,51 @@ async def test_status_shows_a_first_start_or_catch_up_under_way(h):
     [reply] = await h.send("/status", user=ADMIN_TG)
     assert "Catching up after downtime: 4,000 actions read, feed read up to 20.11 12:00 (2 d 2 h behind)" in (
         reply.plain_text)
+
+
+async def _healthz(ctx) -> tuple[int, str, str]:
+    """/healthz and /metrics over loopback HTTP, reading the same context /status reads."""
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from bot.metrics import Metrics, Readings, make_app
+
+    async with TestClient(TestServer(make_app(Metrics(Readings(status=ctx.daemon_status))))) as http:
+        health = await http.get("/healthz")
+        metrics = await http.get("/metrics")
+        return health.status, await health.text(), await metrics.text()
+
+
+async def test_status_healthz_metrics_and_systemd_line_agree_on_a_stale_poll(h):
+    """One read-model of health (bot/health.py): a poll older than max(2 min, 3 × the current interval) makes
+    /healthz 503, /metrics planfix_bot_healthy 0, the STATUS= line say stale AND /status say stale; a poll as late
+    as a stretched interval meant it to be is fresh for all four (they used to disagree on the interval)."""
+    from datetime import timedelta
+
+    last = h.poller.last_success
+    assert last is not None
+    h.now = last + timedelta(minutes=10)  # 30 s interval: stale after 120 s
+    code, body, metrics = await _healthz(h.ctx)
+    assert code == 503 and "stale after 120 s" in body
+    assert "planfix_bot_healthy 0.0" in metrics and "planfix_bot_feed_lag_seconds 600.0" in metrics
+    assert "(stale)" in h.ctx.daemon_status().line()
+    [reply] = await h.send("/status", user=ADMIN_TG)
+    assert "Stale: no successful poll for longer than 2 min" in reply.plain_text
+    assert not h.ctx.fresh()  # lists and cards go to Planfix by the same rule
+
+    h.ctx.poll_interval = lambda: 300.0  # the pacer stretched the interval to save the budget: fresh for 15 min
+    code, body, metrics = await _healthz(h.ctx)
+    assert code == 200 and "planfix_bot_healthy 1.0" in metrics
+    assert "(stale)" not in h.ctx.daemon_status().line() and h.ctx.fresh()
+    [reply] = await h.send("/status", user=ADMIN_TG)
+    assert "Stale" not in reply.plain_text and "Last successful poll:" in reply.plain_text
+
+
+def test_importing_the_daemon_does_not_import_the_metrics_server():
+    """prometheus_client and aiohttp.web load only when [metrics] listen is set (bot/app.py _serve_metrics)."""
+    import subprocess
+    import sys
+
+    probe = "import sys, bot.app; print(sorted(m for m in ('prometheus_client', 'aiohttp.web', 'bot.metrics') " \
+            "if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

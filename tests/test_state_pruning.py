@@ -8,6 +8,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 from bot.events import STATUS, Event
+from bot.health import read_status
 from bot.housekeeping import prune_cutoff, prune_history
 from bot.metrics import Metrics, Readings
 from state.records import DeliveryRow, EventRow, PollCommit
@@ -45,9 +46,8 @@ def simulate_year(store: Store, *, days: int = 365, per_day: int = PER_DAY) -> N
 
 def readings(store: Store) -> Readings:
     """What the daemon's /metrics reads from the state file (bot/app.py Daemon.readings)."""
-    return Readings(outbox_depth=store.pending_count, oldest_undelivered_seconds=lambda: (
-        (END - created).total_seconds() if (created := store.oldest_pending_created()) else None),
-        events_by_kind=store.events_by_kind, failures_by_reason=store.failures_by_reason)
+    return Readings(status=lambda: read_status(store, now=END), events_by_kind=store.events_by_kind,
+                    failures_by_reason=store.failures_by_reason)
 
 
 def scrape_ms(store: Store, runs: int = 30) -> float:

@@ -211,9 +211,9 @@ async def test_the_daemon_wires_one_store_health_into_every_job_and_reports_it(t
         names = {job.name for job in daemon.detection.jobs}
         assert {"poll", "deadlines", "digest", "prune"} <= names
         assert all(job.store_health is daemon.store.health for job in daemon.detection.jobs)
-        assert daemon.readings().health()[0] is False  # no poll yet: unhealthy for that reason
+        assert daemon.status().health()[0] is False  # no poll yet: unhealthy for that reason
         daemon.store.health.failed(OSError("disk I/O error"), datetime.now(UTC))
-        ok, detail = daemon.readings().health()
+        ok, detail = daemon.status().health()
         assert not ok and "state file cannot be written" in detail
     finally:
         await daemon.close()
