@@ -1,4 +1,4 @@
-"""Schema versions of the state file; each step is one function, applied forward automatically on open."""
+"""Schema versions of the state file; each step is one function, registered in order, applied forward on open."""
 
 from __future__ import annotations
 
@@ -67,18 +67,18 @@ def m001_initial(db: Database) -> None:
 
 
 @migrations()
+def m002_detection_sweep(db: Database) -> None:
+    """Issue 4: the task ids the current reconciliation pass has seen in Planfix's active list (the rest are
+    checked one by one at the end of the pass: closed, deleted or no longer visible)."""
+    db.execute("CREATE TABLE IF NOT EXISTS sweep_seen (task_id INTEGER PRIMARY KEY)")
+
+
+@migrations()
 def m003_delivery_coalescing(db: Database) -> None:
     """Issue 5: outbox rows folded into one Telegram message (coalescing) point at the row that sent it."""
     db.execute("ALTER TABLE outbox ADD COLUMN group_id INTEGER")
     db.execute("CREATE INDEX IF NOT EXISTS outbox_chat_due ON outbox (chat_id, status, not_before, id)")
     db.execute("CREATE INDEX IF NOT EXISTS events_task ON events (task_id)")
-
-
-@migrations()
-def m002_detection_sweep(db: Database) -> None:
-    """Issue 4: the task ids the current reconciliation pass has seen in Planfix's active list (the rest are
-    checked one by one at the end of the pass: closed, deleted or no longer visible)."""
-    db.execute("CREATE TABLE IF NOT EXISTS sweep_seen (task_id INTEGER PRIMARY KEY)")
 
 
 @migrations()

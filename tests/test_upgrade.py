@@ -6,6 +6,8 @@ import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 
+from sqlite_utils import Database
+
 from state.migrations import migrations
 from state.store import Store
 
@@ -53,3 +55,32 @@ def test_reopening_a_migrated_file_applies_nothing_twice(tmp_path):
     names = [m.name for m in migrations.applied(store.db)]
     store.close()
     assert len(names) == len(set(names))
+
+
+def test_migrations_are_registered_in_order():
+    """Each migration is named mNNN_*, registered (and so applied to a new file) in the order of its number."""
+    names = [m.name for m in migrations.pending(Database(memory=True))]
+    assert names == sorted(names) and len({n[:4] for n in names}) == len(names)
+
+
+def test_a_file_upgraded_in_the_old_order_opens_with_nothing_pending(tmp_path):
+    """Files upgraded while m003 was registered before m002 (both applied, or only m001 and m003 when a start
+    was stopped in between) open cleanly: migrations are told apart by name, so none runs twice or is skipped."""
+    for applied in (["m001_initial", "m003_delivery_coalescing", "m002_detection_sweep"],
+                    ["m001_initial", "m003_delivery_coalescing"]):
+        path = make_v1_database(tmp_path / f"state-{len(applied)}.sqlite3")
+        db = Database(path)
+        by_name = {m.name: m for m in migrations._migrations}
+        for name in applied[1:]:
+            by_name[name].fn(db)
+            db["_sqlite_migrations"].insert({"migration_set": migrations.name, "name": name,
+                                             "applied_at": "2026-11-01 00:00:00+00:00"})
+        db.close()
+        store = Store.open(path)
+        try:
+            names = [m.name for m in migrations.applied(store.db)]
+            assert not migrations.pending(store.db) and len(names) == len(set(names))
+            assert names[:len(applied)] == applied
+            assert store.db["sweep_seen"].exists() and "group_id" in store.db["outbox"].columns_dict
+        finally:
+            store.close()
