@@ -144,7 +144,7 @@ class Daemon:
         dispatcher.include_router(build_router())
 
         async def on_polling_start(bot: Bot) -> None:
-            await set_bot_commands(bot, settings.display.language)
+            await set_bot_commands(bot, settings.display.language, settings.telegram.admin_ids)
 
         dispatcher.startup.register(on_polling_start)
         # The daily digest reads snapshots only (no Planfix request); it runs with the detection jobs, once the

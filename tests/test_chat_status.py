@@ -50,9 +50,25 @@ async def test_command_menu_is_set_in_russian_and_english_and_failures_are_not_f
     keys = sorted(h.tg.commands)
     assert len(keys) == 3 and any(k.endswith("|ru") for k in keys) and any(k.endswith("|en") for k in keys)
     english = next(v for k, v in h.tg.commands.items() if k.endswith("|en"))
-    assert [c["command"] for c in english] == list(MENU) and english[0]["description"] == "my active tasks"
+    assert [c["command"] for c in english] == [c for c in MENU if c != "status"]
+    assert english[0]["description"] == "my active tasks"
     h.tg.inject_error(500, "Internal Server Error", method="setMyCommands", times=5)
     await set_bot_commands(h.bot, "en")  # no exception
+
+
+async def test_status_is_in_the_admins_menu_only(h):
+    """/status is in each admin's private menu (a per-chat BotCommandScope, in every language) and in nobody
+    else's; an admin who never wrote to the bot ("chat not found") gets theirs on /start, the others' are set."""
+    await h.send("/help", user=ADMIN_TG)
+    await h.send("/help", user=ANNA_TG)
+    await set_bot_commands(h.bot, "en", admin_ids=[404404, ADMIN_TG])  # 404404 never wrote: refused, logged
+    for language in ("", "en", "ru"):
+        assert "status" in h.tg.menu_for(ADMIN_TG, language)
+        assert "status" not in h.tg.menu_for(ANNA_TG, language) and "my" in h.tg.menu_for(ANNA_TG, language)
+    assert "status" not in h.tg.menu_for(404404)
+    h.tg.commands.clear()  # as if the admin had not written before start-up
+    await h.send("/start", user=ADMIN_TG)
+    assert "status" in h.tg.menu_for(ADMIN_TG, "ru") and "status" not in h.tg.menu_for(ANNA_TG)
 
 
 async def test_status_counts_the_tasks_set_aside(h):
@@ -129,3 +145,27 @@ def test_importing_the_daemon_does_not_import_the_metrics_server():
             "if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+async def test_a_crashing_handler_still_answers_and_logs_the_traceback(h, monkeypatch):
+    """dp.errors: a handler that raises answers "something went wrong" in the chat's language (a button press, an
+    alert), and the traceback is logged once; the next command works."""
+    import structlog
+
+    from bot.chat import status
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(status, "status_report", broken)
+    with structlog.testing.capture_logs() as logs:
+        [reply] = await h.send("/status", user=ADMIN_TG)
+    assert reply.plain_text.startswith("Something went wrong.")
+    [failed] = [e for e in logs if e["event"] == "chat.handler_failed"]
+    assert isinstance(failed["exc_info"], RuntimeError) and "boom" in failed["error"]
+    await h.send("/lang ru", user=ADMIN_TG)
+    [reply] = await h.send("/status", user=ADMIN_TG)
+    assert reply.plain_text.startswith("Что-то пошло не так.")
+    monkeypatch.undo()
+    [reply] = await h.send("/status", user=ADMIN_TG)
+    assert "planfix-bot" in reply.plain_text
