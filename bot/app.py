@@ -172,13 +172,6 @@ class Daemon:
         ))
         return cls(settings, store, client, bot, poller, sender, dispatcher, detection=detection)
 
-    async def poll_job(self) -> None:
-        """One poll now, with the detection error policy (bot/watch/jobs.py: back-off, config-fatal, 0007)."""
-        assert self.detection is not None
-        job = self.detection.job("poll")
-        job.next_run = None
-        await job.run_once()
-
     async def _run_chat(self) -> None:
         """Answer commands; if Telegram is unreachable at start-up, keep trying instead of dying."""
         delay = 1.0

@@ -361,14 +361,6 @@ class TaskIndex:
         )
         return [json.loads(r[0]) for r in rows]
 
-    def active_due_between(self, start: datetime, end: datetime) -> list[dict[str, Any]]:
-        rows = self.db.execute(
-            "SELECT data FROM tasks WHERE is_active = 1 AND deadline_due IS NOT NULL AND deadline_due >= ? "
-            "AND deadline_due < ?",
-            [_ts(start), _ts(end)],
-        )
-        return [json.loads(r[0]) for r in rows]
-
     def titles(self, participant: int | None = None) -> list[tuple[int, str]]:
         """(task_id, title) of every stored task, or of those with this Planfix user among the participants."""
         if participant is None:

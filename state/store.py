@@ -148,10 +148,6 @@ class Store:
     def snapshot_count(self) -> int:
         return self.db.execute("SELECT count(*) FROM tasks").fetchone()[0]
 
-    def find_snapshot_by_general(self, general: int) -> StoredSnapshot | None:
-        row = self.db.execute("SELECT task_id, revision, data FROM tasks WHERE general = ?", [general]).fetchone()
-        return StoredSnapshot(task_id=row[0], revision=row[1], data=json.loads(row[2])) if row else None
-
     def overdue_candidates(self, now: datetime) -> list[StoredSnapshot]:
         """Active tasks whose deadline has passed and whose overdue notice for that deadline is not yet made."""
         rows = self.db.execute(
@@ -272,13 +268,6 @@ class Store:
         row = self.db.execute("SELECT min(not_before) FROM outbox WHERE status = ?", [PENDING]).fetchone()
         return datetime.fromtimestamp(row[0], UTC) if row and row[0] is not None else None
 
-    def mark_delivered(self, row_id: int, message_id: int | None, now: datetime) -> None:
-        with self._atomic():
-            self.db.execute(
-                "UPDATE outbox SET status = ?, message_id = ?, delivered_at = ?, last_error = NULL WHERE id = ?",
-                [DELIVERED, message_id, _iso(now), row_id],
-            )
-
     def mark_retry(self, row_id: int, *, not_before: datetime, reason: str, count_attempt: bool = True) -> None:
         with self._atomic():
             self.db.execute(
@@ -328,13 +317,6 @@ class Store:
     def failures_by_reason(self) -> dict[str, int]:
         """Every outbox row ever given up, by reason label (state.reasons.failure_reason)."""
         return self._counters("failed")
-
-    def failure_texts(self) -> dict[str, int]:
-        """Given-up outbox rows still kept, counted by their recorded reason text (diagnostics, not requests)."""
-        return {
-            r[0] or "": r[1]
-            for r in self.db.execute("SELECT last_error, count(*) FROM outbox WHERE status = ? GROUP BY 1", [FAILED])
-        }
 
     def _counters(self, name: str) -> dict[str, int]:
         return {r[0]: r[1] for r in self.db.execute("SELECT label, value FROM counters WHERE name = ?", [name])}

@@ -63,7 +63,7 @@ def test_outbox_lifecycle(store):
     assert store.next_outbox_time() == NOW + timedelta(seconds=30)
     [again] = store.due_outbox(NOW + timedelta(seconds=31))
     assert again.attempts == 1
-    store.mark_delivered(again.id, 555, NOW)
+    store.mark_sent([again.id], 555, NOW)
     assert store.outbox_rows()[0]["status"] == DELIVERED and store.outbox_rows()[0]["message_id"] == 555
     assert store.due_outbox(NOW + timedelta(days=1)) == []
 
