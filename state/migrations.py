@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
@@ -207,3 +209,27 @@ def m009_chat_actions(db: Database) -> None:
     )
     db.execute("CREATE INDEX IF NOT EXISTS chat_actions_action ON chat_actions (action_id)")
     db.execute("CREATE INDEX IF NOT EXISTS chat_actions_state ON chat_actions (state, created_at)")
+
+
+@migrations()
+def m010_task_columns(db: Database) -> None:
+    """Issue 12: what SQL selects tasks by — the title, the assignees and the participants — as columns and rows of
+    their own, so no query depends on the JSON layout of a snapshot (json_extract, json_each). Filled from the
+    stored snapshots here, in Python (the layout known today), then by every snapshot write."""
+    db.execute("ALTER TABLE tasks ADD COLUMN title TEXT")
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS task_people (task_id INTEGER NOT NULL, role TEXT NOT NULL, "
+        "planfix_id INTEGER NOT NULL, PRIMARY KEY (task_id, role, planfix_id)) WITHOUT ROWID"
+    )
+    db.execute("CREATE INDEX IF NOT EXISTS task_people_person ON task_people (planfix_id, role)")
+    from state.records import task_columns  # the one reader of the snapshot layout, shared with the store
+
+    cursor = db.execute("SELECT task_id, data FROM tasks")
+    while batch := cursor.fetchmany(1000):
+        titles, people = [], []
+        for task_id, data in batch:
+            title, roles = task_columns(json.loads(data))
+            titles.append((title, task_id))
+            people += [(task_id, role, person) for role, ids in roles.items() for person in ids]
+        db.conn.executemany("UPDATE tasks SET title = ? WHERE task_id = ?", titles)
+        db.conn.executemany("INSERT OR IGNORE INTO task_people (task_id, role, planfix_id) VALUES (?, ?, ?)", people)

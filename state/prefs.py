@@ -16,6 +16,7 @@ from typing import Any
 
 import sqlite_utils
 
+from state.records import PARTICIPANT, WORKER
 from state.store import _iso, _ts  # one definition of how moments are stored
 
 ALL_PROJECTS = 0  # chat_subscriptions.project_id for "every project"
@@ -347,9 +348,9 @@ class TaskIndex:
     def active_of_worker(self, planfix_id: int) -> list[dict[str, Any]]:
         """Active tasks with this Planfix user among the assignees."""
         rows = self.db.execute(
-            "SELECT data FROM tasks WHERE is_active = 1 AND EXISTS "
-            "(SELECT 1 FROM json_each(tasks.data, '$.workers') WHERE value = ?)",
-            [planfix_id],
+            "SELECT t.data FROM task_people p JOIN tasks t ON t.task_id = p.task_id "
+            "WHERE p.planfix_id = ? AND p.role = ? AND t.is_active = 1 ORDER BY t.task_id",
+            [planfix_id, WORKER],
         )
         return [json.loads(r[0]) for r in rows]
 
@@ -364,11 +365,11 @@ class TaskIndex:
     def titles(self, participant: int | None = None) -> list[tuple[int, str]]:
         """(task_id, title) of every stored task, or of those with this Planfix user among the participants."""
         if participant is None:
-            rows = self.db.execute("SELECT task_id, json_extract(data, '$.title') FROM tasks")
+            rows = self.db.execute("SELECT task_id, title FROM tasks")
         else:
             rows = self.db.execute(
-                "SELECT task_id, json_extract(data, '$.title') FROM tasks WHERE EXISTS "
-                "(SELECT 1 FROM json_each(tasks.data, '$.participants') WHERE value = ?)",
-                [participant],
+                "SELECT t.task_id, t.title FROM task_people p JOIN tasks t ON t.task_id = p.task_id "
+                "WHERE p.planfix_id = ? AND p.role = ?",
+                [participant, PARTICIPANT],
             )
-        return [(r[0], r[1] or "") for r in rows]
+        return [(r["task_id"], r["title"] or "") for r in rows]

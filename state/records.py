@@ -17,6 +17,19 @@ class StoredSnapshot:
     data: dict[str, Any]
 
 
+WORKER = "worker"  # task_people.role: an assignee
+PARTICIPANT = "participant"  # task_people.role: anyone taking part (owner, assignee, participant, auditor)
+
+
+def task_columns(data: dict[str, Any]) -> tuple[str, dict[str, list[int]]]:
+    """What SQL selects tasks by, read from a snapshot in Python: its title, and its people by role (the
+    `task_people` rows). The only reader of those parts of the snapshot layout on the state side."""
+    def ids(key: str) -> list[int]:
+        return sorted({int(v) for v in data.get(key) or () if isinstance(v, int) and not isinstance(v, bool)})
+
+    return str(data.get("title") or ""), {WORKER: ids("workers"), PARTICIPANT: ids("participants")}
+
+
 @dataclass(frozen=True)
 class EventRow:
     key: str

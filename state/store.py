@@ -18,7 +18,7 @@ from bot.redact import redact
 from state.health import StoreHealth, is_write_failure
 from state.migrations import migrations
 from state.reasons import failure_reason
-from state.records import ChatState, DeliveryRow, EventRow, OutboxItem, PollCommit, StoredSnapshot
+from state.records import ChatState, DeliveryRow, EventRow, OutboxItem, PollCommit, StoredSnapshot, task_columns
 
 PENDING = "pending"
 DELIVERED = "delivered"
@@ -78,6 +78,7 @@ class Store:
         if str(path) != ":memory:":
             path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(str(path), isolation_level=None, timeout=10)
+        conn.row_factory = sqlite3.Row  # rows are read by column name
         db = sqlite_utils.Database(conn)
         try:
             if not db.table_names():  # a new file: free pages go back to the disk (set before anything is written)
@@ -177,13 +178,14 @@ class Store:
         queued = 0
         with self._atomic():
             for snap in commit.snapshots:
+                title, people = task_columns(snap.data)
                 self.db.execute(
                     "INSERT INTO tasks (task_id, general, revision, data, deadline, deadline_due, is_active, "
-                    "overdue_for, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                    "overdue_for, updated_at, title) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                     "ON CONFLICT(task_id) DO UPDATE SET general = excluded.general, revision = excluded.revision, "
                     "data = excluded.data, deadline = excluded.deadline, deadline_due = excluded.deadline_due, "
                     "is_active = excluded.is_active, overdue_for = excluded.overdue_for, "
-                    "updated_at = excluded.updated_at",
+                    "updated_at = excluded.updated_at, title = excluded.title",
                     [
                         snap.task_id,
                         snap.data.get("general"),
@@ -196,10 +198,17 @@ class Store:
                         1 if snap.data.get("is_active", True) else 0,
                         snap.data.get("overdue_for"),
                         _iso(now),
+                        title,
                     ],
+                )
+                self.db.execute("DELETE FROM task_people WHERE task_id = ?", [snap.task_id])
+                self.db.conn.executemany(
+                    "INSERT OR IGNORE INTO task_people (task_id, role, planfix_id) VALUES (?, ?, ?)",
+                    [(snap.task_id, role, person) for role, ids in people.items() for person in ids],
                 )
             for task_id in commit.forget_tasks:
                 self.db.execute("DELETE FROM tasks WHERE task_id = ?", [task_id])
+                self.db.execute("DELETE FROM task_people WHERE task_id = ?", [task_id])
             if commit.seen_actions:
                 self.db.conn.executemany(
                     "INSERT OR IGNORE INTO seen_actions (action_id, task_id, at) VALUES (?, ?, ?)",

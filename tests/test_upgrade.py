@@ -84,3 +84,28 @@ def test_a_file_upgraded_in_the_old_order_opens_with_nothing_pending(tmp_path):
             assert store.db["sweep_seen"].exists() and "group_id" in store.db["outbox"].columns_dict
         finally:
             store.close()
+
+
+def test_m010_fills_title_and_people_from_the_stored_snapshots(tmp_path):
+    """Titles, assignees and participants of tasks stored before m010 become columns and rows of their own, so
+    /find, /my and access checks select them without reading the JSON layout in SQL."""
+    from state.prefs import TaskIndex
+
+    path = make_v1_database(tmp_path / "state.sqlite3")
+    con = sqlite3.connect(path)
+    con.execute("INSERT INTO tasks (task_id, general, revision, data, deadline, deadline_due, is_active, overdue_for, "
+                "updated_at) VALUES (7, 70, 1, ?, NULL, NULL, 1, NULL, '2026-11-20T10:00:00+00:00')",
+                ['{"title": "Second", "workers": [9231], "participants": [9231, 9300], "is_active": true}'])
+    con.commit()
+    con.close()
+    store = Store.open(path)
+    try:
+        tasks = TaskIndex(store.db)
+        assert sorted(tasks.titles()) == [(7, "Second"), (1128468, "Интеграция с toggl <b>")]
+        assert sorted(t for t, _ in tasks.titles(participant=9231)) == [7, 1128468]
+        assert [t["title"] for t in tasks.active_of_worker(9231)] == ["Second"]
+        assert tasks.active_of_worker(9230) == []
+        sql = " ".join(r["sql"] or "" for r in store.db.execute("SELECT sql FROM sqlite_master"))
+        assert "json_" not in sql
+    finally:
+        store.close()
