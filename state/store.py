@@ -143,7 +143,7 @@ class Store:
             for row in self.db.execute(
                 f"SELECT task_id, revision, data FROM tasks WHERE task_id IN ({marks})", chunk
             ).fetchall():
-                found[row[0]] = StoredSnapshot(task_id=row[0], revision=row[1], data=json.loads(row[2]))
+                found[row["task_id"]] = _snapshot(row)
         return found
 
     def snapshot_count(self) -> int:
@@ -156,7 +156,7 @@ class Store:
             "AND deadline_due <= ? AND (overdue_for IS NULL OR overdue_for <> deadline)",
             [_ts(now)],
         ).fetchall()
-        return [StoredSnapshot(task_id=r[0], revision=r[1], data=json.loads(r[2])) for r in rows]
+        return [_snapshot(r) for r in rows]
 
     def unseen_action_ids(self, action_ids: Iterable[int]) -> set[int]:
         ids = list(dict.fromkeys(action_ids))
@@ -165,7 +165,7 @@ class Store:
             chunk = ids[start : start + 500]
             marks = ",".join("?" * len(chunk))
             seen.update(
-                r[0] for r in self.db.execute(f"SELECT action_id FROM seen_actions WHERE action_id IN ({marks})", chunk)
+                r["action_id"] for r in self.db.execute(f"SELECT action_id FROM seen_actions WHERE action_id IN ({marks})", chunk)
             )
         return set(ids) - seen
 
@@ -254,7 +254,7 @@ class Store:
     def set_aside(self, limit: int = -1) -> dict[int, str]:
         """Tasks set aside (task id → the code Planfix answered for it), lowest id first; at most `limit` of them."""
         rows = self.db.execute("SELECT task_id, code FROM set_aside ORDER BY task_id LIMIT ?", [limit])
-        return {r[0]: r[1] for r in rows}
+        return {r["task_id"]: r["code"] for r in rows}
 
     def set_aside_count(self) -> int:
         return self.db.execute("SELECT COUNT(*) FROM set_aside").fetchone()[0]
@@ -294,7 +294,7 @@ class Store:
             self._count("failed", failure_reason(reason), failed)
 
     def outbox_counts(self) -> dict[str, int]:
-        return {r[0]: r[1] for r in self.db.execute("SELECT status, count(*) FROM outbox GROUP BY status")}
+        return {r["status"]: r["n"] for r in self.db.execute("SELECT status, count(*) AS n FROM outbox GROUP BY status")}
 
     def outbox_rows(self, chat_id: int | None = None) -> list[dict[str, Any]]:
         """Every outbox row as a dict (for `/status`, diagnostics and tests)."""
@@ -328,7 +328,7 @@ class Store:
         return self._counters("failed")
 
     def _counters(self, name: str) -> dict[str, int]:
-        return {r[0]: r[1] for r in self.db.execute("SELECT label, value FROM counters WHERE name = ?", [name])}
+        return {r["label"]: r["value"] for r in self.db.execute("SELECT label, value FROM counters WHERE name = ?", [name])}
 
     def _count(self, name: str, label: str, n: int) -> None:
         if n:
@@ -390,7 +390,7 @@ class Store:
 
     def chat(self, chat_id: int) -> ChatState | None:
         row = self.db.execute("SELECT chat_id, active, reason FROM chats WHERE chat_id = ?", [chat_id]).fetchone()
-        return ChatState(chat_id=row[0], active=bool(row[1]), reason=row[2]) if row else None
+        return ChatState(chat_id=row["chat_id"], active=bool(row["active"]), reason=row["reason"]) if row else None
 
     def set_chat_active(self, chat_id: int, active: bool, reason: str | None, now: datetime) -> bool:
         """Mark a chat (in)active; returns True when that changed anything (so admins are told only once)."""
@@ -408,7 +408,7 @@ class Store:
 
     def inactive_chats(self) -> list[ChatState]:
         return [
-            ChatState(chat_id=r[0], active=False, reason=r[1])
+            ChatState(chat_id=r["chat_id"], active=False, reason=r["reason"])
             for r in self.db.execute("SELECT chat_id, reason FROM chats WHERE active = 0 ORDER BY chat_id")
         ]
 
@@ -437,7 +437,7 @@ class Store:
         """Chats that answer "not enough rights to send", and since when (kept across restarts: the hold is
         bounded in time, not in attempts)."""
         return {
-            int(r[0][len(_RESTRICTED_KEY):]): datetime.fromisoformat(r[1])
+            int(r["key"][len(_RESTRICTED_KEY):]): datetime.fromisoformat(r["value"])
             for r in self.db.execute("SELECT key, value FROM meta WHERE key LIKE ?", [_RESTRICTED_KEY + "%"])
         }
 
@@ -449,7 +449,8 @@ class Store:
                 self._set_meta(f"{_RESTRICTED_KEY}{chat_id}", _iso(since))
 
     def chat_migrations(self) -> dict[int, int]:
-        return {r[0]: r[1] for r in self.db.execute("SELECT old_chat_id, new_chat_id FROM chat_migrations")}
+        rows = self.db.execute("SELECT old_chat_id, new_chat_id FROM chat_migrations")
+        return {r["old_chat_id"]: r["new_chat_id"] for r in rows}
 
     # -- detection (issue 4: reminders, the reconciliation sweep) ----------------------------------------------
 
@@ -460,7 +461,7 @@ class Store:
             "AND deadline_due <= ?",
             [_ts(after), _ts(until)],
         ).fetchall()
-        return [StoredSnapshot(task_id=r[0], revision=r[1], data=json.loads(r[2])) for r in rows]
+        return [_snapshot(r) for r in rows]
 
     def commit_sweep(self, commit: PollCommit, seen: Iterable[int], *, new_pass: bool = False) -> int:
         """One sweep step in one transaction: its poll commit plus the task ids it saw in Planfix's active list
@@ -539,7 +540,7 @@ class Store:
             "AND o.message_id IS NOT NULL ORDER BY o.id DESC LIMIT 1",
             [chat_id, task_id, DELIVERED],
         ).fetchone()
-        return (row[0], row[1], datetime.fromisoformat(row[2])) if row else None
+        return (row["id"], row["message_id"], datetime.fromisoformat(row["created_at"])) if row else None
 
     def message_payloads(self, head_id: int) -> list[dict[str, Any]]:
         """The events one message shows: its first row's and every row folded into it since, in order."""
@@ -548,7 +549,7 @@ class Store:
             "WHERE (o.id = ? OR o.group_id = ?) AND o.status = ? ORDER BY o.id",
             [head_id, head_id, DELIVERED],
         ).fetchall()
-        return [json.loads(r[0]) for r in rows]
+        return [json.loads(r["payload"]) for r in rows]
 
     def mark_sent(self, row_ids: Sequence[int], message_id: int | None, now: datetime, *,
                   group_id: int | None = None) -> None:
@@ -593,11 +594,16 @@ _OUTBOX_SELECT = (
 )
 
 
-def _outbox_item(r: Sequence[Any]) -> OutboxItem:
+def _outbox_item(r: sqlite3.Row) -> OutboxItem:
     return OutboxItem(
-        id=r[0], key=r[1], event_key=r[2], chat_id=r[3], attempts=r[4], payload=json.loads(r[5]), message_id=r[6],
-        created_at=datetime.fromisoformat(r[7]) if r[7] else None,
+        id=r["id"], key=r["key"], event_key=r["event_key"], chat_id=r["chat_id"], attempts=r["attempts"],
+        payload=json.loads(r["payload"]), message_id=r["message_id"],
+        created_at=datetime.fromisoformat(r["created_at"]) if r["created_at"] else None,
     )
+
+
+def _snapshot(r: sqlite3.Row) -> StoredSnapshot:
+    return StoredSnapshot(task_id=r["task_id"], revision=r["revision"], data=json.loads(r["data"]))
 
 
 __all__ = [
