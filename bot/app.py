@@ -101,7 +101,7 @@ class Daemon:
         holder: dict[str, Poller] = {}
         # Issue 6: what chats asked for (subscriptions, follows, mutes, snoozes, language) joins the routing.
         prefs = Prefs(store.db)
-        for old, new in store.chat_migrations().items():
+        for old, new in store.chats.chat_migrations().items():
             prefs.adopt(old, new)
         audience = ChatAudience(prefs, settings)
 
@@ -116,7 +116,7 @@ class Daemon:
         def route(event: Event, now: datetime):
             rows = deliveries(
                 event, now, routes=settings.routes, users=settings.users, zone=zone(),
-                migrated=store.chat_migrations(), audience=audience,
+                migrated=store.chats.chat_migrations(), audience=audience,
             )
             return skip_own_actor(own_writes, rows, event)
 
@@ -251,8 +251,8 @@ class Daemon:
 
         return Readings(
             status=self.status,
-            events_by_kind=self.store.events_by_kind,
-            failures_by_reason=self.store.failures_by_reason,
+            events_by_kind=self.store.counters.events_by_kind,
+            failures_by_reason=self.store.counters.failures_by_reason,
             job_results=lambda: {(job.name, result): n for job in (self.detection.jobs if self.detection else [])
                                  for result, n in job.results.items()},
             planfix_requests=lambda: dict(self.client.request_counts),

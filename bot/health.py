@@ -149,15 +149,15 @@ def read_status(
     failed: int = 0,
 ) -> DaemonStatus:
     """The one place health is assembled: the state file's part read here, the rest passed in by the caller."""
-    examples = store.set_aside(limit=SET_ASIDE_SHOWN)
-    count = store.set_aside_count() if len(examples) >= SET_ASIDE_SHOWN else len(examples)
+    examples = store.tasks.set_aside(limit=SET_ASIDE_SHOWN)
+    count = store.tasks.set_aside_count() if len(examples) >= SET_ASIDE_SHOWN else len(examples)
     return DaemonStatus(
         now=now, started=started or now, last_poll=last_poll, poll_interval=poll_interval, progress=progress,
         budget=None if budget is None else BudgetView(
             used=budget.used, daily=budget.daily, reserve=budget.reserve, remaining=budget.remaining(),
             day_ends=budget.day_ends, paused_until=budget.background_resume_at()),
         store_problem=store_problem(store), detection_problem=detection_problem,
-        pending=store.pending_count(), oldest_pending=store.oldest_pending_created(), sent=sent, failed=failed,
+        pending=store.outbox.pending_count(), oldest_pending=store.outbox.oldest_pending_created(), sent=sent, failed=failed,
         set_aside_count=count, set_aside_examples=examples,
     )
 

@@ -9,8 +9,9 @@ from typing import Any
 
 @dataclass(frozen=True)
 class StoredSnapshot:
-    """What is remembered about one task. `data` is the watcher's snapshot as JSON; the store indexes
-    `general`, `deadline` (text), `deadline_due` (epoch seconds), `is_active` and `overdue_for` from it."""
+    """What is remembered about one task. `data` is the watcher's snapshot as JSON; the store copies into
+    columns (read in Python, never with SQL JSON functions) `general`, `deadline` (text), `deadline_due` (epoch
+    seconds), `is_active`, `overdue_for` and `title`, and its people into `task_people` (`task_columns`)."""
 
     task_id: int
     revision: int

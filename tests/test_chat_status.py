@@ -20,7 +20,7 @@ async def h(tmp_path):
 
 async def test_status_for_admins_shows_health_budget_outbox_and_inactive_chats(h):
     """/status shows version, uptime, last poll and lag, requests vs budget, outbox, inactive chats and why."""
-    h.store.set_chat_active(-100321, False, "Forbidden: bot was kicked from the group chat", datetime.now(UTC))
+    h.store.chats.set_chat_active(-100321, False, "Forbidden: bot was kicked from the group chat", datetime.now(UTC))
     [reply] = await h.send("/status", user=ADMIN_TG)
     text = reply.plain_text
     assert "planfix-bot 0.1.0" in text and "up " in text
@@ -38,10 +38,10 @@ async def test_status_is_for_bot_admins_only(h):
 
 async def test_start_shows_the_chat_id_and_re_enables_a_blocked_chat(h):
     """/start tells the chat id and marks a chat that had blocked the bot active again."""
-    h.store.set_chat_active(ANNA_TG, False, "Forbidden: bot was blocked by the user", datetime.now(UTC))
+    h.store.chats.set_chat_active(ANNA_TG, False, "Forbidden: bot was blocked by the user", datetime.now(UTC))
     [reply] = await h.send("/start")
     assert str(ANNA_TG) in reply.plain_text and "/my" in reply.plain_text
-    assert h.store.chat(ANNA_TG).active
+    assert h.store.chats.chat(ANNA_TG).active
 
 
 async def test_command_menu_is_set_in_russian_and_english_and_failures_are_not_fatal(h):

@@ -28,21 +28,21 @@ def test_v1_state_migrates_forward_without_loss(tmp_path):
     try:
         applied = [m.name for m in migrations.applied(store.db)]
         assert applied[0] == "m001_initial" and not migrations.pending(store.db)
-        assert store.get_meta("feed_cursor") == "2026-11-20T10:00:00+00:00"
-        assert store.get_meta("api_timezone") == "Asia/Yekaterinburg"
-        snap = store.snapshots([1128468])[1128468]
+        assert store.meta.get_meta("feed_cursor") == "2026-11-20T10:00:00+00:00"
+        assert store.meta.get_meta("api_timezone") == "Asia/Yekaterinburg"
+        snap = store.tasks.snapshots([1128468])[1128468]
         assert snap.revision == 2 and snap.data["title"] == "Интеграция с toggl <b>"
         assert snap.data["participants"] == [9230, 9231]
-        assert store.unseen_action_ids([6379544, 1]) == {1}
-        rows = store.outbox_rows()
+        assert store.tasks.unseen_action_ids([6379544, 1]) == {1}
+        rows = store.outbox.outbox_rows()
         assert [(r["chat_id"], r["status"], r["message_id"]) for r in rows] == [(-1001, "delivered", 77),
                                                                                  (222, "pending", None)]
-        [due] = store.due_outbox(datetime(2026, 11, 21, tzinfo=UTC))
+        [due] = store.outbox.due_outbox(datetime(2026, 11, 21, tzinfo=UTC))
         assert due.chat_id == 222 and due.payload["new_value"] == "В работе"
-        assert [(c.chat_id, c.reason) for c in store.inactive_chats()] == [
+        assert [(c.chat_id, c.reason) for c in store.chats.inactive_chats()] == [
             (-1002, "Forbidden: bot was kicked from the group chat")
         ]
-        assert store.chat_migrations() == {-5: -1005}
+        assert store.chats.chat_migrations() == {-5: -1005}
     finally:
         store.close()
 

@@ -51,7 +51,7 @@ def build_router() -> Router:
 
 async def cmd_start(message: Message, chat: ChatContext, viewer: Viewer, lang: str) -> None:
     # /start in a chat that had blocked or removed the bot makes it deliverable again.
-    if chat.store.set_chat_active(message.chat.id, True, None, datetime.now(UTC)):
+    if chat.store.chats.set_chat_active(message.chat.id, True, None, datetime.now(UTC)):
         log.info("chat.reactivated", chat=message.chat.id)
         chat.wake_sender()
     words = texts(lang)

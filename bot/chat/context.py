@@ -106,7 +106,7 @@ class ChatContext:
         if chat_id in self._adopted:
             return
         self._adopted.add(chat_id)
-        for old, new in self.store.chat_migrations().items():
+        for old, new in self.store.chats.chat_migrations().items():
             if new == chat_id:
                 self.prefs.adopt(old, new)
 

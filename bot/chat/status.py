@@ -83,7 +83,7 @@ def status_report(ctx: ChatContext, lang: str, chat_id: int) -> str:
     if status.set_aside_count:
         ids = ", ".join(f"{task_id} ({code})" for task_id, code in status.set_aside_examples.items())
         lines.append(escape(words["status_set_aside"].format(count=status.set_aside_count, ids=ids)))
-    inactive = ctx.store.inactive_chats()
+    inactive = ctx.store.chats.inactive_chats()
     if not inactive:
         lines.append(escape(words["status_no_inactive"]))
     else:
