@@ -169,3 +169,17 @@ async def test_a_crashing_handler_still_answers_and_logs_the_traceback(h, monkey
     monkeypatch.undo()
     [reply] = await h.send("/status", user=ADMIN_TG)
     assert "planfix-bot" in reply.plain_text
+
+
+async def test_a_crashing_button_handler_still_answers_the_press(h, monkeypatch):
+    """A button whose handler raises gets a "something went wrong" alert instead of a spinning button."""
+    from bot.chat import commands
+
+    [help_message] = await h.send("/help")
+
+    def broken(lang):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(commands, "texts", broken)  # the out-of-date-button handler now fails
+    await h.press(help_message, "zz:garbage")
+    assert h.last_alert().startswith("Something went wrong.")
