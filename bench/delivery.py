@@ -139,7 +139,7 @@ async def run_sender(base_url: str, state: Path, total: int) -> tuple[float, flo
     bot = Bot(settings.telegram.token.get_secret_value(),
               session=AiohttpSession(api=TelegramAPIServer.from_base(base_url)))
     sender = build_sender(settings, store, bot, zone=lambda: ZoneInfo("Europe/Moscow"), open_button_text="Открыть")
-    all_sent, delivered, record = asyncio.Event(), [0], store.mark_sent
+    all_sent, delivered, record = asyncio.Event(), [0], store.outbox.mark_sent
 
     def mark_sent(row_ids, *args, **kwargs):  # the moment the last row is recorded as delivered ends the clock
         record(row_ids, *args, **kwargs)
@@ -147,14 +147,14 @@ async def run_sender(base_url: str, state: Path, total: int) -> tuple[float, flo
         if delivered[0] >= total:
             all_sent.set()
 
-    store.mark_sent = mark_sent  # type: ignore[method-assign]
+    store.outbox.mark_sent = mark_sent  # type: ignore[method-assign]
     cpu0, t0 = time.process_time(), time.perf_counter()
     task = asyncio.create_task(sender.run())
     await all_sent.wait()
     elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     sender.stop()
     await task
-    counts = store.outbox_counts()
+    counts = store.outbox.outbox_counts()
     await bot.session.close()
     store.close()
     return elapsed, cpu, {"sent": sender.sent, "rate_limited": sender.rate_limited, **counts}

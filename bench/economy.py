@@ -660,8 +660,8 @@ async def simulate_large(loop: WarpLoop, tasks: int, actions: int, down_days: fl
     first = Phase("first start", needed=-(-tasks // 100) + 3)
     poller, detection = build()
     await _run_until_caught_up(poller, detection, clock, first, pf)
-    first.note = f"{store.snapshot_count():,} tasks remembered"
-    first.completed = first.completed and store.snapshot_count() == tasks
+    first.note = f"{store.tasks.snapshot_count():,} tasks remembered"
+    first.completed = first.completed and store.tasks.snapshot_count() == tasks
     store.db.conn.execute("PRAGMA wal_checkpoint(FULL)")
     with contextlib.closing(__import__("sqlite3").connect(keep)) as copy:
         store.db.conn.backup(copy)

@@ -52,12 +52,13 @@ def file_size(path: Path) -> int:
 
 
 def scrape_ms(store) -> float:
+    from datetime import UTC, datetime
+
+    from bot.health import read_status
     from bot.metrics import Metrics, Readings
 
-    metrics = Metrics(Readings(outbox_depth=store.pending_count, events_by_kind=store.events_by_kind,
-                               failures_by_reason=store.failures_by_reason,
-                               oldest_undelivered_seconds=lambda: None if store.oldest_pending_created() is None
-                               else 0.0))
+    metrics = Metrics(Readings(status=lambda: read_status(store, now=datetime.now(UTC)),
+                               events_by_kind=store.counters.events_by_kind, failures_by_reason=store.counters.failures_by_reason))
     times = []
     for _ in range(50):
         started = time.perf_counter()
@@ -90,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         size_before, ms_before = file_size(path), scrape_ms(store)
 
         batches: list[float] = []
-        original = store.prune_batch
+        original = store.upkeep.prune_batch
 
         def timed_batch(*a, **kw):
             t0 = time.perf_counter()
@@ -99,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 batches.append((time.perf_counter() - t0) * 1000)
 
-        store.prune_batch = timed_batch  # type: ignore[method-assign]
+        store.upkeep.prune_batch = timed_batch  # type: ignore[method-assign]
         result = asyncio.run(prune_history(store, keep_days=args.keep_days, now=END))
         store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         size_after, ms_after = file_size(path), scrape_ms(store)

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
 from aiogram import Bot, Dispatcher
@@ -16,10 +17,9 @@ from aiogram.client.default import DefaultBotProperties
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.exceptions import TelegramAPIError, TelegramUnauthorizedError
-from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from bot import logs, metrics
+from bot import logs
 from bot.chat import makers
 from bot.chat.allowance import Allowance
 from bot.chat.audience import ChatAudience
@@ -29,6 +29,7 @@ from bot.chat.replies import attribute_own, notice_buttons, recover_writes, skip
 from bot.chat.texts import texts
 from bot.config import ConfigError, Settings, load_settings
 from bot.events import Event
+from bot.health import DaemonStatus
 from bot.housekeeping import PRUNE_EVERY, prune_history
 from bot.notify import render
 from bot.notify.compose import build_sender
@@ -42,6 +43,11 @@ from bot.watch.poller import Poller
 from state.actions import Actions, Write
 from state.prefs import Prefs, TaskIndex
 from state.store import Store
+
+if TYPE_CHECKING:
+    from aiohttp.web import AppRunner
+
+    from bot.metrics import Readings
 
 log = structlog.get_logger(__name__)
 
@@ -95,7 +101,7 @@ class Daemon:
         holder: dict[str, Poller] = {}
         # What chats asked for (subscriptions, follows, mutes, snoozes, language) joins the routing.
         prefs = Prefs(store.db)
-        for old, new in store.chat_migrations().items():
+        for old, new in store.chats.chat_migrations().items():
             prefs.adopt(old, new)
         audience = ChatAudience(prefs, settings)
 
@@ -115,7 +121,7 @@ class Daemon:
         def route(event: Event, now: datetime):
             rows = deliveries(
                 event, now, routes=settings.routes, users=settings.users, zone=zone(),
-                migrated=store.chat_migrations(), audience=audience,
+                migrated=store.chats.chat_migrations(), audience=audience,
             )
             return skip_own_actor(own_writes, rows, event, unsettled)
 
@@ -133,7 +139,7 @@ class Daemon:
             settings=settings, client=client, store=store, prefs=prefs, tasks=TaskIndex(store.db), zone=zone,
             statuses=lambda: poller.statuses, last_poll=lambda: poller.last_success,
             poll_interval=pacer.interval if pacer else (lambda: settings.poll.interval_seconds),
-            problem=lambda: store_problem(store) or detection.problem, wake_sender=sender.wake,
+            problem=lambda: detection.problem, wake_sender=sender.wake,
             progress=poller.resume_progress,
             sender_counts=lambda: (sender.sent, sender.failed),
             allowance=Allowance(settings.planfix.requests_per_user_per_minute),
@@ -143,7 +149,7 @@ class Daemon:
         dispatcher.include_router(build_router())
 
         async def on_polling_start(bot: Bot) -> None:
-            await set_bot_commands(bot, settings.display.language)
+            await set_bot_commands(bot, settings.display.language, settings.telegram.admin_ids)
 
         dispatcher.startup.register(on_polling_start)
         # The daily digest reads snapshots only (no Planfix request); it runs with the detection jobs, once the
@@ -170,13 +176,6 @@ class Daemon:
             store_health=store.health,
         ))
         return cls(settings, store, client, bot, poller, sender, dispatcher, detection=detection)
-
-    async def poll_job(self) -> None:
-        """One poll now, with the detection error policy (bot/watch/jobs.py: back-off, config-fatal, 0007)."""
-        assert self.detection is not None
-        job = self.detection.job("poll")
-        job.next_run = None
-        await job.run_once()
 
     async def _run_chat(self) -> None:
         """Answer commands; if Telegram is unreachable at start-up, keep trying instead of dying."""
@@ -234,10 +233,12 @@ class Daemon:
             await self.close()
             log.info("daemon.stopped")
 
-    async def _serve_metrics(self) -> web.AppRunner | None:
+    async def _serve_metrics(self) -> AppRunner | None:
         listen = self.settings.metrics.listen
         if listen is None:
             return None
+        from bot import metrics  # prometheus_client and aiohttp.web only when [metrics] is set
+
         try:
             return await metrics.serve(metrics.Metrics(self.readings()), listen)
         except OSError as exc:
@@ -245,56 +246,27 @@ class Daemon:
             log.error("metrics.listen_failed", listen=listen, error=str(exc))
             return None
 
-    def readings(self) -> metrics.Readings:
+    def status(self) -> DaemonStatus:
+        """The daemon's health now: the same read-model /status shows (ChatContext.daemon_status)."""
+        return self.dispatcher["chat"].daemon_status()
+
+    def readings(self) -> Readings:
         """What /metrics and /healthz read from the running daemon."""
+        from bot.metrics import Readings
 
-        def now() -> datetime:
-            return datetime.now(UTC)
-
-        def oldest() -> float | None:
-            created = self.store.oldest_pending_created()
-            return (now() - created).total_seconds() if created else None
-
-        def lag() -> float | None:
-            last = self.poller.last_success
-            return (now() - last).total_seconds() if last else None
-
-        def health() -> tuple[bool, str]:
-            if (problem := store_problem(self.store)) is not None:
-                return False, problem
-            allowed = max(120.0, 3 * self.settings.poll.interval_seconds)
-            polled = lag()
-            if polled is None:
-                return False, "no successful Planfix poll yet"
-            if polled > allowed:
-                return False, f"last successful Planfix poll {polled:.0f} s ago"
-            return True, self.health_line()
-
-        return metrics.Readings(
-            outbox_depth=self.store.pending_count,
-            oldest_undelivered_seconds=oldest,
-            budget_remaining=self.client.budget.remaining,
-            feed_lag_seconds=lag,
-            events_by_kind=self.store.events_by_kind,
-            failures_by_reason=self.store.failures_by_reason,
-            messages_sent=lambda: self.sender.sent,
+        return Readings(
+            status=self.status,
+            events_by_kind=self.store.counters.events_by_kind,
+            failures_by_reason=self.store.counters.failures_by_reason,
             job_results=lambda: {(job.name, result): n for job in (self.detection.jobs if self.detection else [])
                                  for result, n in job.results.items()},
             planfix_requests=lambda: dict(self.client.request_counts),
-            tasks_set_aside=self.store.set_aside_count,
             items_skipped=lambda: dict(self.client.items_skipped),
-            health=health,
         )
 
     def health_line(self) -> str:
         """One line for systemd's STATUS= and for logs: last poll, outbox, sends."""
-        last = self.poller.last_success
-        progress = self.poller.resume_progress()
-        polled = f"last poll {last:%H:%M:%S} UTC" if last else "no successful poll yet"
-        if progress is not None:
-            polled = f"{progress.line()}; {polled}"
-        pending = self.store.pending_count()
-        return f"{polled}; {pending} messages queued; {self.sender.sent} sent, {self.sender.failed} failed"
+        return self.status().line()
 
     async def _service_heartbeat(self, notifier: SystemdNotifier, *, ready: bool = False) -> None:
         """READY=1 after the first successful poll — at once after a reload, or as soon as a long first start or
@@ -319,16 +291,6 @@ class Daemon:
         with contextlib.suppress(Exception):
             await self.bot.session.close()
         self.store.close()
-
-
-def store_problem(store: Store) -> str | None:
-    """Why nothing is sent or polled while the state file refuses writes (for /status and /healthz), or None."""
-    health = store.health
-    if not health.failing:
-        return None
-    since = f" since {health.since:%Y-%m-%d %H:%M:%S} UTC" if health.since else ""
-    return (f"the state file cannot be written{since} ({health.error}): sending and polling are paused and resume "
-            "by themselves")
 
 
 @dataclass(frozen=True)

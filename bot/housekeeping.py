@@ -40,21 +40,21 @@ async def prune_history(store: Store, *, keep_days: int, now: datetime, batch: i
     cutoff = prune_cutoff(now, keep_days)
     rows = batches = 0
     while True:
-        deleted = store.prune_batch(cutoff, batch)
+        deleted = store.upkeep.prune_batch(cutoff, batch)
         if not deleted:
             break
         rows, batches = rows + deleted, batches + 1
         await asyncio.sleep(pause())
-    _, before, free = store.file_pages()
-    if not store.ensure_incremental_vacuum():
+    _, before, free = store.upkeep.file_pages()
+    if not store.upkeep.ensure_incremental_vacuum():
         free = 0
     while free:
-        left = store.reclaim_space(RECLAIM_PAGES)
+        left = store.upkeep.reclaim_space(RECLAIM_PAGES)
         if left >= free:
             break  # auto_vacuum is off (switching it failed): the free pages are reused instead
         free = left
         await asyncio.sleep(0)
-    _, after, _ = store.file_pages()
+    _, after, _ = store.upkeep.file_pages()
     result = PruneResult(rows=rows, batches=batches, freed_pages=before - after,
                          seconds=round(time.perf_counter() - started, 3))
     if rows or result.freed_pages:

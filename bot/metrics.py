@@ -13,6 +13,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 
+from bot.health import DaemonStatus
 from state.reasons import failure_reason
 
 log = structlog.get_logger(__name__)
@@ -22,18 +23,12 @@ log = structlog.get_logger(__name__)
 class Readings:
     """Callables read at scrape time, so gauges always show the current state rather than a cached copy."""
 
-    outbox_depth: Callable[[], int] = lambda: 0
-    oldest_undelivered_seconds: Callable[[], float | None] = lambda: None
-    budget_remaining: Callable[[], int | None] = lambda: None
-    feed_lag_seconds: Callable[[], float | None] = lambda: None
+    status: Callable[[], DaemonStatus | None] = lambda: None  # the gauges and /healthz (bot/health.py)
     events_by_kind: Callable[[], dict[str, int]] = dict
     failures_by_reason: Callable[[], dict[str, int]] = dict  # label (state.reasons.failure_reason) -> count
-    messages_sent: Callable[[], int] = lambda: 0
     job_results: Callable[[], dict[tuple[str, str], int]] = dict  # (job, result) -> runs
     planfix_requests: Callable[[], dict[tuple[str, str], int]] = dict  # (method, code) -> requests
-    tasks_set_aside: Callable[[], int | None] = lambda: None  # tasks Planfix refuses to show one by one
     items_skipped: Callable[[], dict[str, int]] = dict  # method -> malformed list items left out
-    health: Callable[[], tuple[bool, str]] = lambda: (True, "ok")
 
 
 class _StateCollector(Collector):
@@ -41,17 +36,20 @@ class _StateCollector(Collector):
         self.readings = readings
 
     def collect(self) -> Iterable[GaugeMetricFamily | CounterMetricFamily]:
-        values = {
-            "planfix_bot_outbox_depth": ("Messages waiting to be sent.", self.readings.outbox_depth()),
+        status = self.readings.status()  # read once per scrape
+        values = {} if status is None else {
+            "planfix_bot_outbox_depth": ("Messages waiting to be sent.", status.pending),
             "planfix_bot_oldest_undelivered_seconds": (
-                "Age of the oldest message not yet delivered.", self.readings.oldest_undelivered_seconds()),
+                "Age of the oldest message not yet delivered.", status.oldest_pending_seconds),
             "planfix_bot_planfix_budget_remaining": (
-                "Planfix requests left today.", self.readings.budget_remaining()),
+                "Planfix requests left today.", status.budget.remaining if status.budget else None),
             "planfix_bot_feed_lag_seconds": (
-                "Seconds since the last successful poll of the Planfix action feed.", self.readings.feed_lag_seconds()),
+                "Seconds since the last successful poll of the Planfix action feed.", status.lag_seconds),
             "planfix_bot_tasks_set_aside": (
                 "Tasks Planfix refuses to show one by one (no access, a malformed card): not watched until readable.",
-                self.readings.tasks_set_aside()),
+                status.set_aside_count),
+            "planfix_bot_healthy": ("1 when /healthz answers 200: a fresh feed poll and a writable state file.",
+                                    int(status.healthy)),
         }
         for name, (doc, value) in values.items():
             if value is not None:
@@ -67,7 +65,7 @@ class _StateCollector(Collector):
             failed.add_metric([label], count)
         yield failed
         yield CounterMetricFamily(
-            "planfix_bot_messages_sent", "Telegram messages sent since start.", value=self.readings.messages_sent())
+            "planfix_bot_messages_sent", "Telegram messages sent since start.", value=status.sent if status else 0)
         polls = CounterMetricFamily("planfix_bot_job_runs", "Background job runs (feed poll, sweep, deadlines), by "
                                     "result.", labels=["job", "result"])
         for (job, result), count in sorted(self.readings.job_results().items()):
@@ -106,7 +104,8 @@ def make_app(metrics: Metrics) -> web.Application:
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def health_handler(request: web.Request) -> web.Response:
-        ok, detail = metrics.readings.health()
+        status = metrics.readings.status()
+        ok, detail = status.health() if status is not None else (True, "ok")
         return web.Response(status=200 if ok else 503, text=detail + "\n")
 
     app = web.Application()

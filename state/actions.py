@@ -73,13 +73,13 @@ class Actions:
             "SELECT task_id, general FROM bot_messages WHERE chat_id = ? AND message_id = ?", [chat_id, message_id]
         ).fetchone()
         if row:
-            return MessageTask(row[0], row[1])
+            return MessageTask(row["task_id"], row["general"])
         rows = self.db.execute(
             "SELECT e.task_id, e.payload FROM outbox o JOIN events e ON e.key = o.event_key "
             "WHERE o.chat_id = ? AND o.message_id = ?",
             [chat_id, message_id],
         ).fetchall()
-        found = {(r[0], json.loads(r[1]).get("task_general")) for r in rows if r[0] > 0}
+        found = {(r["task_id"], json.loads(r["payload"]).get("task_general")) for r in rows if r["task_id"] > 0}
         if len(found) != 1:
             return None
         task_id, general = found.pop()
@@ -137,7 +137,7 @@ class Actions:
         rows = self.db.execute(
             "SELECT action_id FROM chat_actions WHERE task_id = ? AND action_id IS NOT NULL", [task_id]
         ).fetchall()
-        return {r[0] for r in rows}
+        return {r["action_id"] for r in rows}
 
     def authors(self, action_ids: Iterable[int]) -> dict[int, Write]:
         """Our own writes among these action ids: action id → who made it from Telegram."""

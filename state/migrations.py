@@ -1,6 +1,8 @@
-"""Schema versions of the state file; each step is one function, applied forward automatically on open."""
+"""Schema versions of the state file; each step is one function, registered in order, applied forward on open."""
 
 from __future__ import annotations
+
+import json
 
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
@@ -67,18 +69,18 @@ def m001_initial(db: Database) -> None:
 
 
 @migrations()
+def m002_detection_sweep(db: Database) -> None:
+    """Issue 4: the task ids the current reconciliation pass has seen in Planfix's active list (the rest are
+    checked one by one at the end of the pass: closed, deleted or no longer visible)."""
+    db.execute("CREATE TABLE IF NOT EXISTS sweep_seen (task_id INTEGER PRIMARY KEY)")
+
+
+@migrations()
 def m003_delivery_coalescing(db: Database) -> None:
     """Issue 5: outbox rows folded into one Telegram message (coalescing) point at the row that sent it."""
     db.execute("ALTER TABLE outbox ADD COLUMN group_id INTEGER")
     db.execute("CREATE INDEX IF NOT EXISTS outbox_chat_due ON outbox (chat_id, status, not_before, id)")
     db.execute("CREATE INDEX IF NOT EXISTS events_task ON events (task_id)")
-
-
-@migrations()
-def m002_detection_sweep(db: Database) -> None:
-    """Issue 4: the task ids the current reconciliation pass has seen in Planfix's active list (the rest are
-    checked one by one at the end of the pass: closed, deleted or no longer visible)."""
-    db.execute("CREATE TABLE IF NOT EXISTS sweep_seen (task_id INTEGER PRIMARY KEY)")
 
 
 @migrations()
@@ -207,3 +209,27 @@ def m009_chat_actions(db: Database) -> None:
     )
     db.execute("CREATE INDEX IF NOT EXISTS chat_actions_action ON chat_actions (action_id)")
     db.execute("CREATE INDEX IF NOT EXISTS chat_actions_state ON chat_actions (state, created_at)")
+
+
+@migrations()
+def m010_task_columns(db: Database) -> None:
+    """Issue 12: what SQL selects tasks by — the title, the assignees and the participants — as columns and rows of
+    their own, so no query depends on the JSON layout of a snapshot (json_extract, json_each). Filled from the
+    stored snapshots here, in Python (the layout known today), then by every snapshot write."""
+    db.execute("ALTER TABLE tasks ADD COLUMN title TEXT")
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS task_people (task_id INTEGER NOT NULL, role TEXT NOT NULL, "
+        "planfix_id INTEGER NOT NULL, PRIMARY KEY (task_id, role, planfix_id)) WITHOUT ROWID"
+    )
+    db.execute("CREATE INDEX IF NOT EXISTS task_people_person ON task_people (planfix_id, role)")
+    from state.records import task_columns  # the one reader of the snapshot layout, shared with the store
+
+    cursor = db.execute("SELECT task_id, data FROM tasks")
+    while batch := cursor.fetchmany(1000):
+        titles, people = [], []
+        for task_id, data in batch:
+            title, roles = task_columns(json.loads(data))
+            titles.append((title, task_id))
+            people += [(task_id, role, person) for role, ids in roles.items() for person in ids]
+        db.conn.executemany("UPDATE tasks SET title = ? WHERE task_id = ?", titles)
+        db.conn.executemany("INSERT OR IGNORE INTO task_people (task_id, role, planfix_id) VALUES (?, ?, ?)", people)

@@ -9,6 +9,7 @@ text, as in the store.
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -16,6 +17,7 @@ from typing import Any
 
 import sqlite_utils
 
+from state.records import PARTICIPANT, WORKER
 from state.store import _iso, _ts  # one definition of how moments are stored
 
 ALL_PROJECTS = 0  # chat_subscriptions.project_id for "every project"
@@ -82,7 +84,8 @@ class Prefs:
             )
 
     def languages(self) -> dict[int, str]:
-        return {r[0]: r[1] for r in self.db.execute("SELECT chat_id, language FROM chat_settings WHERE language IS NOT NULL")}
+        rows = self.db.execute("SELECT chat_id, language FROM chat_settings WHERE language IS NOT NULL")
+        return {r["chat_id"]: r["language"] for r in rows}
 
     def muted_until(self, chat_id: int, now: datetime) -> datetime | None:
         """When the chat's mute ends, or None if it is not muted (an expired mute counts as none)."""
@@ -221,10 +224,10 @@ class Prefs:
         where, params = ("chat_id = ?", [chat_id]) if chat_id is not None else ("chat_id < 0", [])
         rows = self.db.execute(
             f"SELECT chat_id, created_by FROM chat_subscriptions WHERE {where} "
-            f"UNION SELECT chat_id, created_by FROM chat_follows WHERE {where} ORDER BY 1, 2",
+            f"UNION SELECT chat_id, created_by FROM chat_follows WHERE {where} ORDER BY chat_id, created_by",
             params * 2,
         )
-        return [(r[0], r[1]) for r in rows]
+        return [(r["chat_id"], r["created_by"]) for r in rows]
 
     def maker_checked_at(self, chat_id: int, user_id: int) -> datetime | None:
         row = self.db.execute(
@@ -251,14 +254,15 @@ class Prefs:
         return "resumed" if qualifies else "suspended"
 
     def suspended_makers(self) -> set[tuple[int, int]]:
-        return {(r[0], r[1]) for r in self.db.execute("SELECT chat_id, user_id FROM chat_makers WHERE suspended = 1")}
+        rows = self.db.execute("SELECT chat_id, user_id FROM chat_makers WHERE suspended = 1")
+        return {(r["chat_id"], r["user_id"]) for r in rows}
 
     def untold_suspensions(self) -> list[tuple[int, int, str]]:
         """Suspensions the group has not been told about yet: (chat, person, reason)."""
         rows = self.db.execute(
             "SELECT chat_id, user_id, reason FROM chat_makers WHERE suspended = 1 AND told = 0 ORDER BY 1, 2"
         )
-        return [(r[0], r[1], r[2] or "") for r in rows]
+        return [(r["chat_id"], r["user_id"], r["reason"] or "") for r in rows]
 
     def mark_told(self, chat_id: int, user_id: int) -> None:
         with self.db.atomic():
@@ -303,7 +307,8 @@ class Prefs:
         ).fetchone()
         if not row:
             return None
-        return History(row[0], row[1], datetime.fromtimestamp(row[2], UTC), json.loads(row[3]))
+        return History(row["task_id"], row["newest_action_id"], datetime.fromtimestamp(row["fetched_at"], UTC),
+                       json.loads(row["actions"]))
 
     def save_history(self, task_id: int, actions: list[dict[str, Any]], newest_action_id: int, now: datetime) -> None:
         with self.db.atomic():
@@ -320,8 +325,9 @@ class Prefs:
         return row[0] if row else None
 
 
-def _subscription(row: Sequence[Any]) -> Subscription:
-    return Subscription(row[0], row[1], tuple(k for k in str(row[2]).split(",") if k), row[3])
+def _subscription(row: sqlite3.Row) -> Subscription:
+    kinds = tuple(k for k in str(row["kinds"]).split(",") if k)
+    return Subscription(row["chat_id"], row["project_id"], kinds, row["created_by"])
 
 
 @dataclass
@@ -333,7 +339,7 @@ class TaskIndex:
 
     def by_general(self, general: int) -> dict[str, Any] | None:
         row = self.db.execute("SELECT data FROM tasks WHERE general = ? ORDER BY task_id LIMIT 1", [general]).fetchone()
-        return json.loads(row[0]) if row else None
+        return json.loads(row["data"]) if row else None
 
     def by_ids(self, task_ids: Iterable[int]) -> list[dict[str, Any]]:
         ids = list(dict.fromkeys(task_ids))
@@ -341,17 +347,17 @@ class TaskIndex:
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
             marks = ",".join("?" * len(chunk))
-            found += [json.loads(r[0]) for r in self.db.execute(f"SELECT data FROM tasks WHERE task_id IN ({marks})", chunk)]
+            found += [json.loads(r["data"]) for r in self.db.execute(f"SELECT data FROM tasks WHERE task_id IN ({marks})", chunk)]
         return found
 
     def active_of_worker(self, planfix_id: int) -> list[dict[str, Any]]:
         """Active tasks with this Planfix user among the assignees."""
         rows = self.db.execute(
-            "SELECT data FROM tasks WHERE is_active = 1 AND EXISTS "
-            "(SELECT 1 FROM json_each(tasks.data, '$.workers') WHERE value = ?)",
-            [planfix_id],
+            "SELECT t.data FROM task_people p JOIN tasks t ON t.task_id = p.task_id "
+            "WHERE p.planfix_id = ? AND p.role = ? AND t.is_active = 1 ORDER BY t.task_id",
+            [planfix_id, WORKER],
         )
-        return [json.loads(r[0]) for r in rows]
+        return [json.loads(r["data"]) for r in rows]
 
     def active_due_by(self, moment: datetime) -> list[dict[str, Any]]:
         """Active tasks whose deadline falls due at or before `moment` (everyone's)."""
@@ -359,24 +365,16 @@ class TaskIndex:
             "SELECT data FROM tasks WHERE is_active = 1 AND deadline_due IS NOT NULL AND deadline_due <= ?",
             [_ts(moment)],
         )
-        return [json.loads(r[0]) for r in rows]
-
-    def active_due_between(self, start: datetime, end: datetime) -> list[dict[str, Any]]:
-        rows = self.db.execute(
-            "SELECT data FROM tasks WHERE is_active = 1 AND deadline_due IS NOT NULL AND deadline_due >= ? "
-            "AND deadline_due < ?",
-            [_ts(start), _ts(end)],
-        )
-        return [json.loads(r[0]) for r in rows]
+        return [json.loads(r["data"]) for r in rows]
 
     def titles(self, participant: int | None = None) -> list[tuple[int, str]]:
         """(task_id, title) of every stored task, or of those with this Planfix user among the participants."""
         if participant is None:
-            rows = self.db.execute("SELECT task_id, json_extract(data, '$.title') FROM tasks")
+            rows = self.db.execute("SELECT task_id, title FROM tasks")
         else:
             rows = self.db.execute(
-                "SELECT task_id, json_extract(data, '$.title') FROM tasks WHERE EXISTS "
-                "(SELECT 1 FROM json_each(tasks.data, '$.participants') WHERE value = ?)",
-                [participant],
+                "SELECT t.task_id, t.title FROM task_people p JOIN tasks t ON t.task_id = p.task_id "
+                "WHERE p.planfix_id = ? AND p.role = ?",
+                [participant, PARTICIPANT],
             )
-        return [(r[0], r[1] or "") for r in rows]
+        return [(r["task_id"], r["title"] or "") for r in rows]

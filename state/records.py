@@ -9,12 +9,26 @@ from typing import Any
 
 @dataclass(frozen=True)
 class StoredSnapshot:
-    """What is remembered about one task. `data` is the watcher's snapshot as JSON; the store indexes
-    `general`, `deadline` (text), `deadline_due` (epoch seconds), `is_active` and `overdue_for` from it."""
+    """What is remembered about one task. `data` is the watcher's snapshot as JSON; the store copies into
+    columns (read in Python, never with SQL JSON functions) `general`, `deadline` (text), `deadline_due` (epoch
+    seconds), `is_active`, `overdue_for` and `title`, and its people into `task_people` (`task_columns`)."""
 
     task_id: int
     revision: int
     data: dict[str, Any]
+
+
+WORKER = "worker"  # task_people.role: an assignee
+PARTICIPANT = "participant"  # task_people.role: anyone taking part (owner, assignee, participant, auditor)
+
+
+def task_columns(data: dict[str, Any]) -> tuple[str, dict[str, list[int]]]:
+    """What SQL selects tasks by, read from a snapshot in Python: its title, and its people by role (the
+    `task_people` rows). The only reader of those parts of the snapshot layout on the state side."""
+    def ids(key: str) -> list[int]:
+        return sorted({int(v) for v in data.get(key) or () if isinstance(v, int) and not isinstance(v, bool)})
+
+    return str(data.get("title") or ""), {WORKER: ids("workers"), PARTICIPANT: ids("participants")}
 
 
 @dataclass(frozen=True)

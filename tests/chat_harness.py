@@ -106,7 +106,7 @@ class ChatHarness:
 
     def route(self, event, now):
         return deliveries(event, now, routes=self.settings.routes, users=self.settings.users,
-                          zone=self.settings.display_zone("Europe/Moscow"), migrated=self.store.chat_migrations(),
+                          zone=self.settings.display_zone("Europe/Moscow"), migrated=self.store.chats.chat_migrations(),
                           audience=self.audience)
 
     async def poll(self) -> None:

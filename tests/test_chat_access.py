@@ -77,7 +77,7 @@ async def test_someone_elses_list_buttons_are_refused(h):
     """Only whoever asked may page a list: Boris pressing (or forging) Anna's ▶ gets an alert, never her list."""
     for n in range(12):
         h.pf.add_task(title=f"Anna chore {n}", owner=ANNA, workers=(ANNA,))
-    h.poller.store.set_meta("feed_cursor", h.poller.last_success.isoformat())
+    h.poller.store.meta.set_meta("feed_cursor", h.poller.last_success.isoformat())
     await h.poll()
     await h.poll()  # the feed sees the new tasks (created after the baseline)
     [mine] = await h.send("/find chore", user=ANNA_TG, chat=-100555, chat_type="supergroup")
@@ -107,7 +107,7 @@ async def test_subscription_in_a_private_chat_never_leaks_invisible_tasks(h):
     h.pf.change_status(h.secret.id, 2, by=ANNA)
     h.pf.change_status(h.borises.id, 2, by=ANNA)
     await h.poll()
-    rows = h.store.outbox_rows(BORIS_TG)
+    rows = h.store.outbox.outbox_rows(BORIS_TG)
     assert [r["event_key"].split(":")[1] for r in rows] == [str(h.borises.id)]
 
 
@@ -120,7 +120,7 @@ async def test_group_subscription_shows_only_what_its_creator_may_see(h):
     h.pf.change_status(h.secret.id, 2, by=ANNA)
     h.pf.change_status(h.borises.id, 2, by=ANNA)
     await h.poll()
-    assert [r["event_key"].split(":")[1] for r in h.store.outbox_rows(group)] == [str(h.borises.id)]
+    assert [r["event_key"].split(":")[1] for r in h.store.outbox.outbox_rows(group)] == [str(h.borises.id)]
 
 
 async def test_follow_stops_delivering_when_the_follower_loses_sight_of_the_task(h):
@@ -129,4 +129,4 @@ async def test_follow_stops_delivering_when_the_follower_loses_sight_of_the_task
     h.pf.edit_task_silently(h.borises.id, owner=ANNA, workers=(ANNA,))
     h.pf.change_status(h.borises.id, 3, by=ANNA)
     await h.poll()
-    assert h.store.outbox_rows(BORIS_TG) == []
+    assert h.store.outbox.outbox_rows(BORIS_TG) == []

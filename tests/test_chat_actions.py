@@ -79,8 +79,8 @@ def test_a_message_knows_its_task_from_the_outbox_or_the_card_record():
     one, digest = event(), event("digest", general=0)
     store.commit_poll(PollCommit(now=NOW, events=[EventRow(e.key, e.kind, e.task_id, e.to_json()) for e in (one,)],
                                  deliveries=[DeliveryRow(one.key, 501)]))
-    [row] = store.outbox_rows(501)
-    store.mark_sent([row["id"]], 42, NOW)
+    [row] = store.outbox.outbox_rows(501)
+    store.outbox.mark_sent([row["id"]], 42, NOW)
     found = actions.task_of_message(501, 42)
     assert (found.task_id, found.general) == (7, 1001)
     assert actions.task_of_message(501, 43) is None and actions.task_of_message(502, 42) is None

@@ -41,7 +41,7 @@ async def h(tmp_path):
 
 
 def digest_for(h: ChatHarness, chat_id: int) -> Event | None:
-    rows = h.store.outbox_rows(chat_id)
+    rows = h.store.outbox.outbox_rows(chat_id)
     if not rows:
         return None
     payload = h.store.db.execute("SELECT payload FROM events WHERE key = ?", [rows[-1]["event_key"]]).fetchone()[0]
@@ -81,12 +81,12 @@ async def test_empty_digest_is_skipped_and_each_digest_goes_once_a_day_even_afte
     h.now = h.morning
     await DailyDigest(h.ctx).step()
     assert digest_for(h, BORIS_TG) is None
-    assert len(h.store.outbox_rows(ANNA_TG)) == 1
+    assert len(h.store.outbox.outbox_rows(ANNA_TG)) == 1
     await DailyDigest(h.ctx).step()
     h.ctx.prefs = Prefs(h.store.db)
     h.now = h.morning + timedelta(hours=3)
     await DailyDigest(h.ctx).step()
-    assert len(h.store.outbox_rows(ANNA_TG)) == 1
+    assert len(h.store.outbox.outbox_rows(ANNA_TG)) == 1
     h.now = h.morning + timedelta(days=1)
     await DailyDigest(h.ctx).step()
-    assert len(h.store.outbox_rows(ANNA_TG)) == 2
+    assert len(h.store.outbox.outbox_rows(ANNA_TG)) == 2

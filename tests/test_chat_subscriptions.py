@@ -25,7 +25,7 @@ async def h(tmp_path):
 
 def queued_tasks(h: ChatHarness, chat_id: int) -> list[int]:
     """Task ids of the events queued for a chat."""
-    return [int(r["event_key"].split(":")[1]) for r in h.store.outbox_rows(chat_id)]
+    return [int(r["event_key"].split(":")[1]) for r in h.store.outbox.outbox_rows(chat_id)]
 
 
 async def test_in_groups_only_chat_administrators_and_bot_admins_change_subscriptions(h):
@@ -48,7 +48,7 @@ async def test_project_subscription_by_name_with_kinds_drives_routing(h):
     h.pf.change_status(h.mobile.id, 2, by=ANNA)
     h.pf.change_deadline(h.site.id, datetime.now(UTC) + timedelta(days=3), by=ANNA)
     await h.poll()
-    rows = h.store.outbox_rows(GROUP)
+    rows = h.store.outbox.outbox_rows(GROUP)
     assert [r["event_key"].split(":")[0] for r in rows] == [STATUS] and queued_tasks(h, GROUP) == [h.site.id]
     [unknown] = await h.send("/subscribe Nonexistent", user=BORIS_TG, chat=GROUP)
     assert "No project" in unknown.plain_text
@@ -104,10 +104,10 @@ async def test_mute_defers_and_unmute_releases_without_losing_anything(h):
     assert "held until" in muted.plain_text
     h.pf.change_status(h.site.id, 2, by=ANNA)
     await h.poll()
-    [row] = h.store.outbox_rows(BORIS_TG)
+    [row] = h.store.outbox.outbox_rows(BORIS_TG)
 
     def due(at: datetime) -> list[int]:
-        return [r.id for r in h.store.due_outbox(at) if r.chat_id == BORIS_TG]
+        return [r.id for r in h.store.outbox.due_outbox(at) if r.chat_id == BORIS_TG]
 
     now = datetime.now(UTC)
     assert due(now) == [] and due(now + timedelta(hours=2, minutes=1)) == [row["id"]]
@@ -120,7 +120,7 @@ async def test_mute_applies_at_send_time_to_rows_queued_before_it(h):
     """A row queued before /mute is held by the sender's send-time check too (deferred, not dropped)."""
     from bot.notify.routing import send_time_deferral
 
-    defer = send_time_deferral(h.settings.routes, lambda: h.settings.display_zone(), h.store.chat_migrations,
+    defer = send_time_deferral(h.settings.routes, lambda: h.settings.display_zone(), h.store.chats.chat_migrations,
                                audience=h.audience)
     event = Event(kind=STATUS, key="k", task_id=h.site.id, task_general=h.site.general, task_title="t",
                   occurred_at=datetime.now(UTC), participants=(BORIS,))
@@ -157,6 +157,6 @@ async def test_a_group_that_became_a_supergroup_keeps_its_preferences(h):
     """Subscriptions made in a group follow it to its new supergroup id."""
     old, new = -4001, -1004001
     await h.send("/subscribe", user=ADMIN_TG, chat=old, chat_type="group")
-    h.store.migrate_chat(old, new, datetime.now(UTC))
+    h.store.chats.migrate_chat(old, new, datetime.now(UTC))
     [reply] = await h.send("/subscriptions", user=ADMIN_TG, chat=new)
     assert "every project" in reply.plain_text and h.prefs.subscriptions(old) == []

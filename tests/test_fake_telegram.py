@@ -246,6 +246,25 @@ async def test_json_bodies_work_too(fake):
     assert body["ok"] and body["result"]["text"] == "hi" and fake.sent[0].plain_text == "hi"
 
 
+async def test_command_scopes_are_checked_and_resolved_like_telegram(fake, bot):
+    """setMyCommands with a BotCommandScope: a private chat's scope needs a chat the user opened ("chat not
+    found" before); the menu a user sees prefers their chat's scope, then the default, language first."""
+    from aiogram.exceptions import TelegramBadRequest
+    from aiogram.types import BotCommandScopeChat
+
+    everyone = [BotCommand(command="my", description="mine")]
+    admins = everyone + [BotCommand(command="status", description="health")]
+    with pytest.raises(TelegramBadRequest, match="chat not found"):
+        await bot.set_my_commands(admins, scope=BotCommandScopeChat(chat_id=USER))
+    fake.user_sends(chat_id=USER, user_id=USER, text="/start")
+    assert await bot.set_my_commands(everyone)
+    assert await bot.set_my_commands(admins, scope=BotCommandScopeChat(chat_id=USER), language_code="en")
+    assert fake.menu_for(USER, "en") == ["my", "status"] and fake.menu_for(USER, "ru") == ["my"]
+    assert fake.menu_for(USER + 1, "en") == ["my"]
+    assert [c.command for c in await bot.get_my_commands(scope=BotCommandScopeChat(chat_id=USER),
+                                                         language_code="en")] == ["my", "status"]
+
+
 async def test_housekeeping_methods(fake, bot):
     """getMe, commands, deleteWebhook, sendChatAction, getChat and close answer like Telegram."""
     me = await bot.get_me()

@@ -43,7 +43,7 @@ async def h(tmp_path):
 
 
 def queued(h: ChatHarness) -> int:
-    return len(h.store.outbox_rows(GROUP))
+    return len(h.store.outbox.outbox_rows(GROUP))
 
 
 async def change(h: ChatHarness, status: int) -> None:

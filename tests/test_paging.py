@@ -89,7 +89,7 @@ async def test_the_sweep_finishes_its_pass_whatever_the_paging_quirks(pf, client
         poller = Poller(client=client, store=store, route=lambda e, now: [DeliveryRow(e.key, -1)],
                         clock=lambda: datetime(2026, 11, 23, 9, 0, tzinfo=UTC) + timedelta(seconds=1))
         await poller.poll_once()
-        assert store.snapshot_count() == 10
+        assert store.tasks.snapshot_count() == 10
         pf.edit_task_silently(made[9].id, status=2)  # on the last page
         sweep = Sweep(poller, page_size=5)
         for _ in range(6):

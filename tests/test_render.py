@@ -18,7 +18,6 @@ from bot.notify.render import (
     escape,
     planfix_html_to_telegram,
     render_event,
-    render_task_card,
     task_url,
     truncate,
     utf16_len,
@@ -146,11 +145,6 @@ def test_hostile_values_are_escaped_everywhere(value, lang):
         plain = accepted(render_event(hostile, lang=lang, tz=MOSCOW, web_url=WEB))
         shown = truncate(" ".join(value.split()), render.TITLE_LIMIT)
         assert shown in plain or not shown
-    task = card_task(
-        title=value, description=value, project=ProjectRef(1, value), owner=PersonRef(2, value),
-        workers=(PersonRef(3, value),), worker_groups=(PersonRef(4, value),), importance=value,
-    )
-    accepted(render_task_card(task, status_name=value, lang=lang, tz=MOSCOW, web_url=WEB))
 
 
 def test_quotes_in_web_url_cannot_break_out_of_href():
@@ -183,42 +177,6 @@ def test_rendering_is_deterministic():
 
 
 # ── the /task card ───────────────────────────────────────────────────────────────────────────────────────────
-
-
-def test_task_card_in_russian():
-    """The card shows number, linked title, status, importance, project, deadline, owner, assignees, description."""
-    message = render_task_card(card_task(is_overdue=True), status_name="В работе", lang="ru", tz=MOSCOW, web_url=WEB)
-    assert accepted(message) == (
-        "📋 #525330 Выгрузка из toggl\n"
-        "Статус: В работе\n"
-        "Важность: срочная\n"
-        "Проект: Интеграции\n"
-        "Срок: 07.03.2018 00:30 ⏰ просрочена\n"
-        "Постановщик: Станислав Попов\n"
-        "Исполнители: Иван Петров, Анна, группа Разработка\n"
-        "Выработка сама"
-    )
-    assert "<blockquote>Выработка <b>сама</b></blockquote>" in message
-
-
-def test_task_card_in_english_with_a_date_only_deadline():
-    """A date-only deadline is a calendar date, never shifted by the display zone."""
-    due = datetime(2018, 3, 7, 23, 59, tzinfo=MOSCOW)
-    task = card_task(deadline=Deadline(due, date_only=True), importance="AVERAGE", description="", worker_groups=())
-    plain = accepted(render_task_card(task, status_name="Open", lang="en", tz=ZoneInfo("Asia/Tokyo"), web_url=WEB))
-    assert "Deadline: 07.03.2018\n" in plain and "Importance: normal" in plain
-    assert "Assignees: Иван Петров, Анна" in plain
-    no_deadline = card_task(deadline=None, workers=(), worker_groups=(), owner=None, project=None)
-    plain = accepted(render_task_card(no_deadline, status_name="Open", lang="en", tz=MOSCOW, web_url=WEB))
-    assert "Deadline: not set" in plain and "Assignees" not in plain
-
-
-def test_task_card_with_hundreds_of_assignees_stays_within_limits():
-    """Hundreds of long assignee names are cut at a name boundary with "and N more"; the card still fits."""
-    workers = tuple(PersonRef(i, f"{'Имя' * 40} {i}") for i in range(500))
-    task = card_task(workers=workers, description="<p>" + "длинное описание " * 2_000)
-    plain = accepted(render_task_card(task, status_name="В работе", lang="ru", tz=MOSCOW, web_url=WEB))
-    assert "и ещё " in plain and utf16_len(plain) < 2_500
 
 
 # ── Planfix HTML → Telegram HTML ─────────────────────────────────────────────────────────────────────────────
@@ -313,15 +271,6 @@ def test_any_event_renders_to_an_accepted_message(kind, lang, title, old, new, a
     hostile = event(kind, task_title=title, old_value=old, new_value=new, actor_name=actor, project_title=project)
     plain = accepted(render_event(hostile, lang=lang, tz=MOSCOW, web_url=WEB))
     assert truncate(" ".join(title.split()), render.TITLE_LIMIT) in plain
-
-
-@FAST
-@given(lang=st.sampled_from(["ru", "en"]), title=TEXT, description=TEXT | HTMLISH, status=TEXT, name=TEXT)
-def test_any_task_card_renders_to_an_accepted_message(lang, title, description, status, name):
-    """Whatever the card holds, Telegram accepts it and it fits."""
-    task = card_task(title=title, description=description, project=ProjectRef(1, name), owner=PersonRef(2, name),
-                     workers=(PersonRef(3, name),) * 20, worker_groups=(PersonRef(4, name),))
-    accepted(render_task_card(task, status_name=status, lang=lang, tz=MOSCOW, web_url=WEB))
 
 
 @FAST

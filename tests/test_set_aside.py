@@ -61,14 +61,14 @@ async def test_a_task_answering_3002_among_changing_tasks_never_stops_the_feed(w
     for task in tasks:
         pf.change_status(task.id, 2, by=BORIS)
     pf.deny_access(hidden.id, "3002", in_batch=in_batch)
-    cursor = store.get_meta(CURSOR)
+    cursor = store.meta.get_meta(CURSOR)
     clock.advance(seconds=30)
     with capture_logs() as logs:
         result = await poller.poll_once()
     assert sorted(e.task_id for e in result.events) == sorted(t.id for t in tasks if t is not hidden)
-    assert store.get_meta(CURSOR) != cursor and len(store.outbox_rows()) == 5
-    assert store.set_aside() == {hidden.id: "3002"} and result.set_aside == 1
-    assert hidden.id in store.snapshots([hidden.id])  # not forgotten: access may come back
+    assert store.meta.get_meta(CURSOR) != cursor and len(store.outbox.outbox_rows()) == 5
+    assert store.tasks.set_aside() == {hidden.id: "3002"} and result.set_aside == 1
+    assert hidden.id in store.tasks.snapshots([hidden.id])  # not forgotten: access may come back
     told = [entry for entry in logs if entry["event"] == "planfix.task_set_aside"]
     assert [(e["task_id"], e["code"]) for e in told] == [(hidden.id, "3002")]
 
@@ -79,7 +79,7 @@ async def test_a_task_answering_3002_among_changing_tasks_never_stops_the_feed(w
     with capture_logs() as logs:
         assert (await poller.poll_once()).events == []
     assert not [entry for entry in logs if entry["event"] == "planfix.task_set_aside"]
-    assert store.set_aside_count() == 1
+    assert store.tasks.set_aside_count() == 1
 
     # Access comes back: the next action of the task brings the change since the kept snapshot (one poll
     # later: its own action was read while the task was hidden, so who made it is not known — hold_unattributed).
@@ -89,7 +89,7 @@ async def test_a_task_answering_3002_among_changing_tasks_never_stops_the_feed(w
     clock.advance(seconds=30)
     with capture_logs() as logs:
         await poller.poll_once()
-    assert store.set_aside() == {}
+    assert store.tasks.set_aside() == {}
     assert any(entry["event"] == "planfix.task_readable_again" for entry in logs)
     clock.advance(seconds=30)
     result = await poller.poll_once()
@@ -106,7 +106,7 @@ async def test_narrowing_costs_a_few_requests_and_task_get_only_for_the_leaves(w
     clock.advance(seconds=30)
     before = len(pf.requests)
     result = await poller.poll_once()
-    assert len(result.events) == 99 and store.set_aside() == {tasks[37].id: "3008"}
+    assert len(result.events) == 99 and store.tasks.set_aside() == {tasks[37].id: "3008"}
     asked = [r.method for r in pf.requests[before:]]
     assert 1 <= asked.count("task.get") <= 2  # only the ids narrowed down to alone
     assert asked.count("task.getMulti") <= 2 * 7 + 1  # log2(100) levels, two halves each
@@ -124,8 +124,8 @@ async def test_omitted_ids_are_double_checked_and_only_3001_forgets(world):
     clock.advance(seconds=30)
     result = await poller.poll_once()
     assert sorted(e.task_id for e in result.events) == [tasks[2].id, tasks[3].id]
-    assert result.forgotten == 1 and store.snapshots([tasks[0].id]) == {}
-    assert store.set_aside() == {tasks[1].id: "3008"} and tasks[1].id in store.snapshots([tasks[1].id])
+    assert result.forgotten == 1 and store.tasks.snapshots([tasks[0].id]) == {}
+    assert store.tasks.set_aside() == {tasks[1].id: "3008"} and tasks[1].id in store.tasks.snapshots([tasks[1].id])
     checked = {r.param("task/id") for r in pf.requests_for("task.get")}
     assert checked == {str(tasks[0].id), str(tasks[1].id)}
 
@@ -140,7 +140,7 @@ async def test_an_unknown_code_for_one_task_is_narrowed_then_set_aside(world):
     clock.advance(seconds=30)
     with capture_logs() as logs:
         result = await poller.poll_once()
-    assert len(result.events) == 3 and store.set_aside() == {tasks[3].id: "7777"}
+    assert len(result.events) == 3 and store.tasks.set_aside() == {tasks[3].id: "7777"}
     assert any(e["event"] == "planfix.task_unknown_error" and e["task_id"] == tasks[3].id for e in logs)
 
 
@@ -153,11 +153,11 @@ async def test_an_unknown_code_every_request_answers_is_a_bug_not_a_task(world):
         pf.change_status(task.id, 2, by=BORIS)
     pf.inject_error("0016", method="task.getMulti", times=10)
     pf.inject_error("0016", method="task.get", times=10)
-    cursor = store.get_meta(CURSOR)
+    cursor = store.meta.get_meta(CURSOR)
     clock.advance(seconds=30)
     with pytest.raises(PlanfixRequestError):
         await poller.poll_once()
-    assert store.get_meta(CURSOR) == cursor and store.set_aside() == {} and store.outbox_rows() == []
+    assert store.meta.get_meta(CURSOR) == cursor and store.tasks.set_aside() == {} and store.outbox.outbox_rows() == []
 
 
 @pytest.mark.parametrize("field", ["general", "status", "endTime"])
@@ -177,7 +177,7 @@ async def test_a_malformed_card_is_skipped_and_reported_never_failing_its_page(w
     clock.advance(seconds=30)
     result = await poller.poll_once()
     assert sorted(e.task_id for e in result.events) == [tasks[0].id, tasks[2].id]
-    assert store.set_aside() == {tasks[1].id: "malformed"}
+    assert store.tasks.set_aside() == {tasks[1].id: "malformed"}
 
 
 async def test_the_sweep_sets_aside_a_hidden_task_and_forgets_a_deleted_one(world):
@@ -193,8 +193,8 @@ async def test_the_sweep_sets_aside_a_hidden_task_and_forgets_a_deleted_one(worl
         if sweep.state.passes:
             break
     assert sweep.state.passes == 1
-    assert store.snapshots([tasks[0].id]) == {} and store.set_aside() == {tasks[1].id: "3002"}
-    assert tasks[1].id in store.snapshots([tasks[1].id])
+    assert store.tasks.snapshots([tasks[0].id]) == {} and store.tasks.set_aside() == {tasks[1].id: "3002"}
+    assert tasks[1].id in store.tasks.snapshots([tasks[1].id])
 
 
 async def test_a_set_aside_task_gets_no_overdue_notice_from_its_stale_snapshot(world):
@@ -207,6 +207,6 @@ async def test_a_set_aside_task_gets_no_overdue_notice_from_its_stale_snapshot(w
     pf.add_comment(task.id, "hidden now", by=BORIS)
     clock.advance(seconds=30)
     await poller.poll_once()
-    assert store.set_aside() == {task.id: "3008"}
+    assert store.tasks.set_aside() == {task.id: "3008"}
     clock.advance(minutes=5)
-    assert poller.check_deadlines().events == [] and store.outbox_rows() == []
+    assert poller.check_deadlines().events == [] and store.outbox.outbox_rows() == []

@@ -37,7 +37,7 @@ def test_same_event_is_never_queued_twice(store):
     """Re-committing the same event for the same chats adds no outbox rows (idempotency key event × chat)."""
     assert commit(store, chats=(10, 20)) == 2
     assert commit(store, chats=(10, 20)) == 0
-    assert len(store.outbox_rows()) == 2
+    assert len(store.outbox.outbox_rows()) == 2
 
 
 def test_commit_is_all_or_nothing(store):
@@ -51,21 +51,21 @@ def test_commit_is_all_or_nothing(store):
     )
     with pytest.raises(sqlite3.IntegrityError):
         store.commit_poll(bad)
-    assert store.snapshots([1]) == {} and store.outbox_rows() == [] and store.get_meta("feed_cursor") is None
+    assert store.tasks.snapshots([1]) == {} and store.outbox.outbox_rows() == [] and store.meta.get_meta("feed_cursor") is None
 
 
 def test_outbox_lifecycle(store):
     """Rows go pending → retry later → delivered; a delay hides the row until its time."""
     commit(store)
-    [row] = store.due_outbox(NOW)
-    store.mark_retry(row.id, not_before=NOW + timedelta(seconds=30), reason="429")
-    assert store.due_outbox(NOW) == []
-    assert store.next_outbox_time() == NOW + timedelta(seconds=30)
-    [again] = store.due_outbox(NOW + timedelta(seconds=31))
+    [row] = store.outbox.due_outbox(NOW)
+    store.outbox.mark_retry(row.id, not_before=NOW + timedelta(seconds=30), reason="429")
+    assert store.outbox.due_outbox(NOW) == []
+    assert store.outbox.next_outbox_time() == NOW + timedelta(seconds=30)
+    [again] = store.outbox.due_outbox(NOW + timedelta(seconds=31))
     assert again.attempts == 1
-    store.mark_delivered(again.id, 555, NOW)
-    assert store.outbox_rows()[0]["status"] == DELIVERED and store.outbox_rows()[0]["message_id"] == 555
-    assert store.due_outbox(NOW + timedelta(days=1)) == []
+    store.outbox.mark_sent([again.id], 555, NOW)
+    assert store.outbox.outbox_rows()[0]["status"] == DELIVERED and store.outbox.outbox_rows()[0]["message_id"] == 555
+    assert store.outbox.due_outbox(NOW + timedelta(days=1)) == []
 
 
 def test_state_survives_reopen(tmp_path):
@@ -82,19 +82,19 @@ def test_state_survives_reopen(tmp_path):
 
 def test_chat_deactivation_reports_change_once(store):
     """Marking a chat inactive twice reports a change only the first time; /start makes it active again."""
-    assert store.set_chat_active(10, False, "blocked", NOW) is True
-    assert store.set_chat_active(10, False, "blocked", NOW) is False
-    assert store.inactive_chats()[0].reason == "blocked"
-    assert store.set_chat_active(10, True, None, NOW) is True
-    assert store.inactive_chats() == []
+    assert store.chats.set_chat_active(10, False, "blocked", NOW) is True
+    assert store.chats.set_chat_active(10, False, "blocked", NOW) is False
+    assert store.chats.inactive_chats()[0].reason == "blocked"
+    assert store.chats.set_chat_active(10, True, None, NOW) is True
+    assert store.chats.inactive_chats() == []
 
 
 def test_chat_migration_moves_pending_rows(store):
     """A migrated group's pending rows are re-addressed to the new chat id."""
     commit(store, chats=(-5,))
-    store.migrate_chat(-5, -1005, NOW)
-    [row] = store.due_outbox(NOW)
-    assert row.chat_id == -1005 and store.chat_migrations() == {-5: -1005}
+    store.chats.migrate_chat(-5, -1005, NOW)
+    [row] = store.outbox.due_outbox(NOW)
+    assert row.chat_id == -1005 and store.chats.chat_migrations() == {-5: -1005}
 
 
 def test_overdue_candidates(store):
@@ -108,13 +108,32 @@ def test_overdue_candidates(store):
         StoredSnapshot(4, 1, {"general": 4, "deadline": "b", "deadline_due": NOW.timestamp() + 60,
                               "is_active": True}),
     ]))
-    assert [s.task_id for s in store.overdue_candidates(NOW)] == [1]
+    assert [s.task_id for s in store.tasks.overdue_candidates(NOW)] == [1]
 
 
 def test_failed_rows_are_visible(store):
     """A given-up row keeps its reason."""
     commit(store)
-    [row] = store.due_outbox(NOW)
-    store.mark_failed(row.id, "telegram refused: bad", NOW)
-    assert store.outbox_rows()[0]["status"] == FAILED
-    assert store.outbox_rows()[0]["last_error"] == "telegram refused: bad"
+    [row] = store.outbox.due_outbox(NOW)
+    store.outbox.mark_failed(row.id, "telegram refused: bad", NOW)
+    assert store.outbox.outbox_rows()[0]["status"] == FAILED
+    assert store.outbox.outbox_rows()[0]["last_error"] == "telegram refused: bad"
+
+
+def test_the_store_owns_small_repositories_on_one_connection_and_old_names_still_answer():
+    """Store opens the file and owns its repositories (one connection, one health); the old one-class names
+    (`store.pending_count()`) forward to the repository that has them, for code not yet renamed."""
+    from state.store import MOVED
+
+    store = Store.open(":memory:")
+    try:
+        repos = [store.meta, store.tasks, store.outbox, store.counters, store.chats, store.upkeep]
+        assert all(r.db is store.db and r.health is store.health for r in repos)
+        assert all(len([n for n in vars(type(r)) if not n.startswith("__")]) <= 20 for r in repos)
+        assert MOVED["pending_count"] == "outbox" and store.pending_count() == store.outbox.pending_count() == 0
+        store.set_meta("k", "v")
+        assert store.meta.get_meta("k") == "v"
+        with pytest.raises(AttributeError):
+            store._counters  # noqa: B018 - private names are not forwarded
+    finally:
+        store.close()

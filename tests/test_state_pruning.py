@@ -8,6 +8,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 from bot.events import STATUS, Event, StatusMove
+from bot.health import read_status
 from bot.housekeeping import prune_cutoff, prune_history
 from bot.metrics import Metrics, Readings
 from state.records import DeliveryRow, EventRow, PollCommit
@@ -38,16 +39,15 @@ def simulate_year(store: Store, *, days: int = 365, per_day: int = PER_DAY) -> N
             deliveries=[DeliveryRow(key, chat) for key in keys for chat in CHATS],
         ))
         first = store.db.execute("SELECT min(id) FROM outbox WHERE status = ?", [PENDING]).fetchone()[0]
-        store.mark_failed(first, "telegram refused: Bad Request: message thread not found", at)
+        store.outbox.mark_failed(first, "telegram refused: Bad Request: message thread not found", at)
         store.db.execute("UPDATE outbox SET status = ?, message_id = 1, delivered_at = ? WHERE status = ?",
                          [DELIVERED, (at + timedelta(minutes=1)).isoformat(), PENDING])
 
 
 def readings(store: Store) -> Readings:
     """What the daemon's /metrics reads from the state file (bot/app.py Daemon.readings)."""
-    return Readings(outbox_depth=store.pending_count, oldest_undelivered_seconds=lambda: (
-        (END - created).total_seconds() if (created := store.oldest_pending_created()) else None),
-        events_by_kind=store.events_by_kind, failures_by_reason=store.failures_by_reason)
+    return Readings(status=lambda: read_status(store, now=END), events_by_kind=store.counters.events_by_kind,
+                    failures_by_reason=store.counters.failures_by_reason)
 
 
 def scrape_ms(store: Store, runs: int = 30) -> float:
@@ -73,7 +73,7 @@ def test_a_year_of_history_is_pruned_to_keep_days_and_metrics_stay_fast(tmp_path
     fresh = EventRow("status:fresh", STATUS, 2, payload(2, END))
     store.commit_poll(PollCommit(now=END, events=[fresh], deliveries=[DeliveryRow(fresh.key, CHATS[1])]))
 
-    events_before, failed_before = store.events_by_kind(), store.failures_by_reason()
+    events_before, failed_before = store.counters.events_by_kind(), store.counters.failures_by_reason()
     assert events_before == {STATUS: 365 * PER_DAY + 2} and failed_before == {"other": 365}
     size_before = path.stat().st_size + (path.with_name(path.name + "-wal").stat().st_size)
     year_ms = scrape_ms(store)
@@ -86,10 +86,10 @@ def test_a_year_of_history_is_pruned_to_keep_days_and_metrics_stay_fast(tmp_path
     left = store.db.execute("SELECT count(*), min(delivered_at) FROM outbox WHERE status <> ?", [PENDING]).fetchone()
     assert left[0] == KEEP_DAYS * PER_DAY * len(CHATS) and left[1] >= cutoff
     assert store.db.execute("SELECT count(*) FROM events").fetchone()[0] == KEEP_DAYS * PER_DAY + 2
-    assert {r["event_key"] for r in store.outbox_rows() if r["status"] == PENDING} == {held.key, fresh.key}
+    assert {r["event_key"] for r in store.outbox.outbox_rows() if r["status"] == PENDING} == {held.key, fresh.key}
     assert store.db.execute("SELECT count(*) FROM outbox WHERE status = ?", [FAILED]).fetchone()[0] == KEEP_DAYS
     # Totals survive pruning (Prometheus counters must not go down), and a second run finds nothing to do.
-    assert store.events_by_kind() == events_before and store.failures_by_reason() == failed_before
+    assert store.counters.events_by_kind() == events_before and store.counters.failures_by_reason() == failed_before
     assert asyncio.run(prune_history(store, keep_days=KEEP_DAYS, now=END)).rows == 0
 
     # The space went back to the disk: the old file was switched to incremental vacuum once, and shrank.
@@ -122,10 +122,10 @@ def test_a_new_state_file_gives_freed_pages_back_to_the_disk(tmp_path):
     store = Store.open(tmp_path / "state.sqlite3")
     assert store.db.execute("PRAGMA auto_vacuum").fetchone()[0] == 2, "set before the first table"
     simulate_year(store, days=40, per_day=50)
-    pages_before = store.file_pages()[1]
+    pages_before = store.upkeep.file_pages()[1]
     import asyncio
 
     result = asyncio.run(prune_history(store, keep_days=10, now=END))
     assert result.rows > 0 and result.freed_pages > 0
-    assert store.file_pages()[2] == 0 and store.file_pages()[1] < pages_before
+    assert store.upkeep.file_pages()[2] == 0 and store.upkeep.file_pages()[1] < pages_before
     store.close()

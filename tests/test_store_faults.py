@@ -73,7 +73,7 @@ async def test_a_read_only_state_file_pauses_sending_tells_admins_once_and_resum
         assert max(counts(fake).values()) <= 1, counts(fake)
         assert store.health.failing and "readonly" in (store.health.error or "")
         assert len(store_notices(fake)) == 1
-        assert all(r["attempts"] == 0 for r in store.outbox_rows()), "a refused write never costs an attempt"
+        assert all(r["attempts"] == 0 for r in store.outbox.outbox_rows()), "a refused write never costs an attempt"
 
         store.db.execute("PRAGMA query_only = OFF")  # the disk is back
         for chat in CHATS:
@@ -83,7 +83,7 @@ async def test_a_read_only_state_file_pauses_sending_tells_admins_once_and_resum
         sender.stop()
         await task
     assert counts(fake) == dict.fromkeys(CHATS, PER_CHAT), "no duplicates: the accepted sends were recorded late"
-    assert [r["status"] for r in store.outbox_rows()] == [DELIVERED] * PER_CHAT * len(CHATS)
+    assert [r["status"] for r in store.outbox.outbox_rows()] == [DELIVERED] * PER_CHAT * len(CHATS)
     assert len(store_notices(fake)) == 1 and not store.health.failing
     store.close()
 
@@ -105,7 +105,7 @@ async def test_stopping_while_writes_fail_repeats_at_most_the_one_message_in_fli
     sender = make_sender(bot, store)
     await asyncio.wait_for(sender.drain(), 20)
     assert all(PER_CHAT <= n <= PER_CHAT + 1 for n in counts(fake).values()), counts(fake)
-    assert [r["status"] for r in store.outbox_rows()] == [DELIVERED] * PER_CHAT * len(CHATS)
+    assert [r["status"] for r in store.outbox.outbox_rows()] == [DELIVERED] * PER_CHAT * len(CHATS)
     store.close()
 
 
@@ -127,12 +127,12 @@ async def test_poll_jobs_wait_while_the_state_file_refuses_writes(tmp_path):
     assert await job.run_once()
     assert store.health.failing and job.results["store_error"] == 1
     assert not await job.run_once() and len(runs) == 1, "no poll while the state file refuses writes"
-    assert store.get_meta("cursor") is None, "the failed poll committed nothing: the cursor did not move"
+    assert store.meta.get_meta("cursor") is None, "the failed poll committed nothing: the cursor did not move"
 
     store.db.execute("PRAGMA query_only = OFF")
     store.probe_write(datetime.now(UTC))
     store.health.recovered()
-    assert await job.run_once() and job.results["ok"] == 1 and store.get_meta("cursor") == "2"
+    assert await job.run_once() and job.results["ok"] == 1 and store.meta.get_meta("cursor") == "2"
     store.close()
 
 
@@ -189,7 +189,7 @@ async def test_a_full_disk_pauses_sending_and_delivery_resumes_when_space_is_fre
             sender.stop()
             await task
         assert counts(fake) == dict.fromkeys(CHATS, PER_CHAT)
-        assert [r["status"] for r in store.outbox_rows()] == [DELIVERED] * PER_CHAT * len(CHATS)
+        assert [r["status"] for r in store.outbox.outbox_rows()] == [DELIVERED] * PER_CHAT * len(CHATS)
         assert len(store_notices(fake)) == 1
         store.close()
 
@@ -211,9 +211,9 @@ async def test_the_daemon_wires_one_store_health_into_every_job_and_reports_it(t
         names = {job.name for job in daemon.detection.jobs}
         assert {"poll", "deadlines", "digest", "prune"} <= names
         assert all(job.store_health is daemon.store.health for job in daemon.detection.jobs)
-        assert daemon.readings().health()[0] is False  # no poll yet: unhealthy for that reason
+        assert daemon.status().health()[0] is False  # no poll yet: unhealthy for that reason
         daemon.store.health.failed(OSError("disk I/O error"), datetime.now(UTC))
-        ok, detail = daemon.readings().health()
+        ok, detail = daemon.status().health()
         assert not ok and "state file cannot be written" in detail
     finally:
         await daemon.close()

@@ -3,18 +3,20 @@ and `build_router`: every feature router of the chat side behind one access chec
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime
 
 import structlog
 from aiogram import Bot, Router
 from aiogram.filters import Command, CommandStart
-from aiogram.types import BotCommand, CallbackQuery, Message
+from aiogram.types import BotCommand, BotCommandScopeChat, CallbackQuery, Message
 
 from bot.chat import lang as lang_feature
 from bot.chat import lists, makers, mute, replies, status, subscriptions, tasks
 from bot.chat.access import AccessMiddleware, Viewer
 from bot.chat.context import ChatContext
-from bot.chat.texts import LANGUAGES, MENU, texts
+from bot.chat.errors import on_error
+from bot.chat.texts import ADMIN_COMMANDS, LANGUAGES, MENU, texts
 
 log = structlog.get_logger(__name__)
 
@@ -24,6 +26,7 @@ __all__ = ["ChatContext", "build_router", "set_bot_commands"]
 def build_router() -> Router:
     """The chat side: one router per feature, all behind AccessMiddleware (strangers get a refusal)."""
     root = Router(name="chat")
+    root.errors.register(on_error)  # a crashing handler still answers ("something went wrong"), traceback logged
     root.message.middleware(AccessMiddleware())
     root.callback_query.middleware(AccessMiddleware())
     basics = Router(name="basics")
@@ -48,11 +51,14 @@ def build_router() -> Router:
 
 async def cmd_start(message: Message, chat: ChatContext, viewer: Viewer, lang: str) -> None:
     # /start in a chat that had blocked or removed the bot makes it deliverable again.
-    if chat.store.set_chat_active(message.chat.id, True, None, datetime.now(UTC)):
+    if chat.store.chats.set_chat_active(message.chat.id, True, None, datetime.now(UTC)):
         log.info("chat.reactivated", chat=message.chat.id)
         chat.wake_sender()
     words = texts(lang)
     await message.answer(words["start"].format(chat_id=message.chat.id, help=words["help"]))
+    if viewer.is_admin and message.chat.type == "private" and message.bot is not None:
+        # An admin who had never written to the bot had no menu of their own at start-up ("chat not found").
+        await set_admin_menu(message.bot, message.chat.id, chat.settings.display.language)
 
 
 async def cmd_help(message: Message, lang: str) -> None:
@@ -65,17 +71,35 @@ async def on_unknown_button(query: CallbackQuery, lang: str) -> None:
     await query.answer(texts(lang)["expired"], show_alert=True)
 
 
-def menu(lang: str) -> list[BotCommand]:
+def menu(lang: str, *, admin: bool = False) -> list[BotCommand]:
+    """The command list; commands for the bot's admins only (/status) are in the admins' menu alone."""
     words = texts(lang)
-    return [BotCommand(command=name, description=words[f"commands_{name}"]) for name in MENU]
+    return [BotCommand(command=name, description=words[f"commands_{name}"]) for name in MENU
+            if admin or name not in ADMIN_COMMANDS]
 
 
-async def set_bot_commands(bot: Bot, default_language: str) -> None:
-    """The command menu in Russian and English (and the display language for everyone else). Best effort: a
-    failure is logged and the bot works without the menu."""
+async def set_bot_commands(bot: Bot, default_language: str, admin_ids: Iterable[int] = ()) -> None:
+    """The command menu in Russian and English (and the display language for everyone else); each admin's private
+    chat gets the admins' menu (a chat scope: Telegram prefers it to the default). Best effort: a failure is
+    logged and the bot works without the menu; one admin's failure (e.g. they never wrote to the bot: "chat not
+    found") leaves the others' menus set."""
     try:
         await bot.set_my_commands(menu(default_language))
         for language in LANGUAGES:
             await bot.set_my_commands(menu(language), language_code=language)
     except Exception as exc:
         log.warning("telegram.set_commands_failed", error=str(exc))
+        return
+    for admin_id in admin_ids:
+        await set_admin_menu(bot, admin_id, default_language)
+
+
+async def set_admin_menu(bot: Bot, chat_id: int, default_language: str) -> None:
+    """The admins' menu in one admin's private chat (best effort, logged)."""
+    scope = BotCommandScopeChat(chat_id=chat_id)
+    try:
+        await bot.set_my_commands(menu(default_language, admin=True), scope=scope)
+        for language in LANGUAGES:
+            await bot.set_my_commands(menu(language, admin=True), scope=scope, language_code=language)
+    except Exception as exc:
+        log.warning("telegram.set_admin_commands_failed", admin=chat_id, error=str(exc))

@@ -16,6 +16,7 @@ from bot.chat.allowance import Allowance
 from bot.chat.texts import LANGUAGES
 from bot.clock import utc_now
 from bot.config import Settings
+from bot.health import PROCESS_STARTED, DaemonStatus, is_fresh, read_status
 from bot.planfix.budget import Priority, priority
 from bot.planfix.client import PlanfixClient
 from bot.planfix.errors import PlanfixError, PlanfixItemError
@@ -29,7 +30,6 @@ log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
 INTERACTIVE_TIMEOUT = 10.0  # seconds a person waits for Planfix before being told to try again
-FRESH_AT_LEAST = 120.0  # seconds: snapshots this young are always fresh (see ChatContext.fresh)
 
 
 class PlanfixUnavailable(Exception):
@@ -61,6 +61,7 @@ class ChatContext:
     clock: Callable[[], datetime] = utc_now
     interactive_timeout: float = INTERACTIVE_TIMEOUT
     allowance: Allowance | None = None  # each person's Planfix requests per minute; None = unlimited
+    started: datetime = PROCESS_STARTED
     _adopted: set[int] = field(default_factory=set)
 
     @property
@@ -84,19 +85,25 @@ class ChatContext:
 
     def fresh(self) -> bool:
         """Snapshots are fresh when the feed poll succeeded within max(2 min, 3 feed intervals): a change made in
-        Planfix since is then at most a few polls old — as fresh as the notifications themselves."""
-        last = self.last_poll()
-        if last is None:
-            return False
-        allowed = max(FRESH_AT_LEAST, 3 * self.poll_interval())
-        return (self.clock() - last).total_seconds() <= allowed
+        Planfix since is then at most a few polls old — as fresh as the notifications themselves. The same rule
+        as /status and /healthz (bot/health.py)."""
+        return is_fresh(self.last_poll(), self.clock(), self.poll_interval())
+
+    def daemon_status(self) -> DaemonStatus:
+        """The daemon's health now, for /status, /metrics, /healthz and systemd's STATUS= alike."""
+        sent, failed = self.sender_counts()
+        return read_status(
+            self.store, now=self.clock(), started=self.started, budget=self.client.budget,
+            last_poll=self.last_poll(), poll_interval=self.poll_interval(), progress=self.progress(),
+            detection_problem=self.problem(), sent=sent, failed=failed,
+        )
 
     def follow_migration(self, chat_id: int) -> None:
         """A group that became a supergroup keeps its preferences under the new id."""
         if chat_id in self._adopted:
             return
         self._adopted.add(chat_id)
-        for old, new in self.store.chat_migrations().items():
+        for old, new in self.store.chats.chat_migrations().items():
             if new == chat_id:
                 self.prefs.adopt(old, new)
 

@@ -47,7 +47,7 @@ class DigestTarget:
 
 def digest_targets(ctx: ChatContext) -> list[DigestTarget]:
     """Every configured digest: routes and linked users with `digest_at`, each with its chat's zone."""
-    migrated = ctx.store.chat_migrations()
+    migrated = ctx.store.chats.chat_migrations()
     targets: list[DigestTarget] = []
     for route in ctx.settings.routes:
         if route.digest_at:

@@ -3,7 +3,7 @@ under way, Planfix requests used today against the budget, the outbox, and inact
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
 from aiogram import Router
 from aiogram.filters import Command
@@ -17,7 +17,6 @@ from bot.notify.render import escape, truncate
 from bot.redact import redact
 from bot.watch.poller import FIRST_START
 
-PROCESS_STARTED = datetime.now(UTC)  # this module is imported when the daemon starts
 INACTIVE_SHOWN = 20
 _UNITS = {"ru": ("с", "мин", "ч", "д"), "en": ("s", "min", "h", "d")}
 
@@ -43,21 +42,22 @@ def duration(seconds: float, lang: str) -> str:
 
 def status_report(ctx: ChatContext, lang: str, chat_id: int) -> str:
     words = texts(lang)
-    now = ctx.clock()
+    status = ctx.daemon_status()
     zone = ctx.zone_for(chat_id)
 
     def local(moment: datetime, fmt: str = "%d.%m %H:%M") -> str:
         return moment.astimezone(zone).strftime(fmt)
 
     lines = [words["status_title"].format(version=escape(__version__),
-                                          uptime=escape(duration((now - PROCESS_STARTED).total_seconds(), lang)))]
-    last = ctx.last_poll()
-    if last is None:
+                                          uptime=escape(duration(status.uptime_seconds, lang)))]
+    if status.last_poll is None or status.lag_seconds is None:
         lines.append(escape(words["status_no_poll"]))
     else:
-        lines.append(escape(words["status_poll"].format(when=local(last, "%d.%m %H:%M:%S"),
-                                                        ago=duration((now - last).total_seconds(), lang))))
-    progress = ctx.progress()
+        lines.append(escape(words["status_poll"].format(when=local(status.last_poll, "%d.%m %H:%M:%S"),
+                                                        ago=duration(status.lag_seconds, lang))))
+        if not status.fresh:
+            lines.append(escape(words["status_stale"].format(allowed=duration(status.fresh_for, lang))))
+    progress = status.progress
     if progress is not None and progress.kind == FIRST_START:
         total = f"{progress.total:,}" if progress.total is not None else "?"
         lines.append(escape(words["status_first_start"].format(done=f"{progress.done:,}", total=total)))
@@ -66,29 +66,24 @@ def status_report(ctx: ChatContext, lang: str, chat_id: int) -> str:
         lines.append(escape(words["status_catch_up"].format(
             done=f"{progress.done:,}", reached=local(progress.reached) if progress.reached else "?",
             behind=duration(behind, lang))))
-    budget = ctx.client.budget
-    lines.append(escape(words["status_budget"].format(used=budget.used, daily=budget.daily, reserve=budget.reserve,
-                                                      reset=local(budget.day_ends))))
-    paused = budget.background_resume_at()
-    if paused is not None:
-        lines.append(escape(words["status_paused"].format(until=local(paused))))
-    problem = ctx.problem()
-    if problem:
-        lines.append(escape(words["status_problem"].format(problem=truncate(redact(problem), 300))))
-    pending = ctx.store.pending_count()
-    oldest = ctx.store.oldest_pending_created()
-    if pending and oldest is not None:
-        lines.append(escape(words["status_outbox"].format(pending=pending,
-                                                          oldest=duration((now - oldest).total_seconds(), lang))))
+    budget = status.budget
+    if budget is not None:
+        lines.append(escape(words["status_budget"].format(used=budget.used, daily=budget.daily,
+                                                          reserve=budget.reserve, reset=local(budget.day_ends))))
+        if budget.paused_until is not None:
+            lines.append(escape(words["status_paused"].format(until=local(budget.paused_until))))
+    if status.problem:
+        lines.append(escape(words["status_problem"].format(problem=truncate(redact(status.problem), 300))))
+    if status.pending and status.oldest_pending_seconds is not None:
+        lines.append(escape(words["status_outbox"].format(pending=status.pending,
+                                                          oldest=duration(status.oldest_pending_seconds, lang))))
     else:
         lines.append(escape(words["status_outbox_empty"]))
-    sent, failed = ctx.sender_counts()
-    lines.append(escape(words["status_sent"].format(sent=sent, failed=failed)))
-    aside = ctx.store.set_aside()
-    if aside:
-        ids = ", ".join(f"{task_id} ({code})" for task_id, code in list(aside.items())[:5])
-        lines.append(escape(words["status_set_aside"].format(count=len(aside), ids=ids)))
-    inactive = ctx.store.inactive_chats()
+    lines.append(escape(words["status_sent"].format(sent=status.sent, failed=status.failed)))
+    if status.set_aside_count:
+        ids = ", ".join(f"{task_id} ({code})" for task_id, code in status.set_aside_examples.items())
+        lines.append(escape(words["status_set_aside"].format(count=status.set_aside_count, ids=ids)))
+    inactive = ctx.store.chats.inactive_chats()
     if not inactive:
         lines.append(escape(words["status_no_inactive"]))
     else:

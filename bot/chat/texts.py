@@ -112,6 +112,8 @@ TEXTS: dict[str, dict[str, str]] = {
         "status_title": "🩺 <b>planfix-bot {version}</b>, работает {uptime}",
         "status_poll": "Последний успешный опрос: {when} ({ago} назад)",
         "status_no_poll": "Успешных опросов ещё не было.",
+        "handler_failed": "Что-то пошло не так. Ошибка записана в журнал; попробуйте ещё раз чуть позже.",
+        "status_stale": "⚠️ Данные устарели: успешного опроса не было дольше {allowed}",
         "status_first_start": "⏳ Первый запуск: запомнено {done} из {total} задач; уведомления начнутся после него",
         "status_catch_up": "⏳ Догоняем ленту после перерыва: прочитано {done} действий, лента прочитана до {reached} "
         "(отставание {behind})",
@@ -246,6 +248,8 @@ TEXTS: dict[str, dict[str, str]] = {
         "status_title": "🩺 <b>planfix-bot {version}</b>, up {uptime}",
         "status_poll": "Last successful poll: {when} ({ago} ago)",
         "status_no_poll": "No successful poll yet.",
+        "handler_failed": "Something went wrong. It has been logged; please try again a little later.",
+        "status_stale": "⚠️ Stale: no successful poll for longer than {allowed}",
         "status_first_start": "⏳ First start: {done} of {total} tasks remembered; notifications begin when it is done",
         "status_catch_up": "⏳ Catching up after downtime: {done} actions read, feed read up to {reached} "
         "({behind} behind)",
@@ -279,6 +283,7 @@ TEXTS: dict[str, dict[str, str]] = {
 # The command menu (setMyCommands), in this order.
 MENU = ("my", "today", "overdue", "find", "task", "follow", "unfollow", "subscribe", "unsubscribe", "subscriptions",
         "mute", "unmute", "lang", "status", "help")
+ADMIN_COMMANDS = frozenset({"status"})  # in the bot's admins' menu only (a per-chat BotCommandScope)
 
 
 def texts(lang: str) -> dict[str, str]:

@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 
 SENDING_METHODS = frozenset({"sendmessage", "editmessagetext"})  # what `method=None` fault rules target
 _BLOCKABLE = SENDING_METHODS | {"sendchataction"}
+_SCOPE_TYPES = frozenset({"default", "all_private_chats", "all_group_chats", "all_chat_administrators", "chat",
+                          "chat_administrators", "chat_member"})
 _JSON_FIELDS = frozenset(
     {"reply_markup", "link_preview_options", "entities", "allowed_updates", "commands", "scope",
      "reply_parameters"}
@@ -602,8 +604,33 @@ class FakeTelegram:
         commands = params.get("commands")
         if not isinstance(commands, list):
             raise ApiError(400, "Bad Request: can't parse commands JSON object")
+        self._check_scope(params.get("scope"))
         self.commands[_commands_key(params)] = commands
         return True
+
+    def _check_scope(self, scope: Any) -> None:
+        """BotCommandScope as Telegram checks it: a known type; a chat scope names a chat the bot knows (a
+        private chat only once its user has written to the bot: "chat not found" otherwise)."""
+        if scope is None:
+            return
+        if not isinstance(scope, dict) or scope.get("type") not in _SCOPE_TYPES:
+            raise ApiError(400, "Bad Request: can't parse BotCommandScope")
+        if scope["type"] in ("chat", "chat_administrators", "chat_member"):
+            chat_id = scope.get("chat_id")
+            if not isinstance(chat_id, int) or (chat_id > 0 and chat_id not in self.chats):
+                raise ApiError(400, "Bad Request: chat not found")
+            if scope["type"] == "chat_member" and not isinstance(scope.get("user_id"), int):
+                raise ApiError(400, "Bad Request: user not found")
+
+    def menu_for(self, chat_id: int, language: str = "") -> list[str]:
+        """The command menu a user sees in their private chat with the bot, resolved like Telegram: the chat's
+        scope, then all private chats, then the default, each with the user's language before without it."""
+        for scope in ({"type": "chat", "chat_id": chat_id}, {"type": "all_private_chats"}, {"type": "default"}):
+            for lang in ((language, "") if language else ("",)):
+                key = json.dumps(scope, sort_keys=True) + "|" + lang
+                if key in self.commands:
+                    return [c["command"] for c in self.commands[key]]
+        return []
 
     async def _delete_my_commands(self, params: dict[str, Any]) -> bool:
         self.commands.pop(_commands_key(params), None)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
 
@@ -28,7 +28,6 @@ from bot.events import (
     StatusMove,
 )
 from bot.notify.planfix_html import planfix_html_to_telegram, truncate, utf16_len
-from bot.planfix.models import Deadline, PersonRef, Task
 
 __all__ = [
     "MESSAGE_LIMIT",
@@ -39,7 +38,6 @@ __all__ = [
     "render_event",
     "render_events",
     "digest_parts",
-    "render_task_card",
     "task_url",
     "truncate",
     "utf16_len",
@@ -48,8 +46,6 @@ __all__ = [
 MESSAGE_LIMIT = 4096  # Telegram's limit on the text after entity parsing, in UTF-16 code units
 TITLE_LIMIT = 300
 NAME_LIMIT = 100  # people, groups, statuses, projects
-DESCRIPTION_LIMIT = 500
-ASSIGNEES_LIMIT = 1000  # a task with hundreds of assignees must not crowd out the rest of the card
 GROUP_LINES = 12  # a coalesced message shows at most this many changes (the latest ones)
 DIGEST_TITLE_LIMIT = 80
 COMMENT_LIMIT = 1000  # visible units of a comment in its own notice
@@ -72,7 +68,6 @@ TEXTS: dict[str, dict[str, str]] = {
         "importance_AVERAGE": "обычная",
         "owner": "Постановщик",
         "assignees": "Исполнители",
-        "group": "группа",
         "more": "и ещё {n}",
         "untitled": "(без названия)",
         "too_long": "Сообщение не поместилось в Telegram — подробности в задаче:",
@@ -107,7 +102,6 @@ TEXTS: dict[str, dict[str, str]] = {
         "importance_AVERAGE": "normal",
         "owner": "Owner",
         "assignees": "Assignees",
-        "group": "group",
         "more": "and {n} more",
         "untitled": "(untitled)",
         "too_long": "The message didn't fit into Telegram — see the task:",
@@ -233,30 +227,6 @@ def render_events(events: Sequence[Event], *, lang: str, tz: ZoneInfo, web_url: 
     return _fit("\n".join(lines), icon, last.task_general, web_url, texts)
 
 
-def render_task_card(task: Task, *, status_name: str, lang: str, tz: ZoneInfo, web_url: str) -> str:
-    """The /task answer: number, title (linked), status, importance, project, deadline, people, description."""
-    texts = TEXTS[_lang(lang)]
-    lines = [
-        _header(ICONS["card"], task.general, task.title, web_url, texts),
-        f"{texts['status']}: <b>{_field(status_name, NAME_LIMIT)}</b>",
-        f"{texts['importance']}: {texts.get('importance_' + task.importance) or _field(task.importance, NAME_LIMIT)}",
-    ]
-    if task.project:
-        lines.append(f"{texts['project']}: {_field(task.project.title, NAME_LIMIT)}")
-    deadline = _deadline_text(task.deadline, tz, texts)
-    overdue = f" ⏰ {texts['overdue_flag']}" if task.is_overdue else ""
-    lines.append(f"{texts['deadline']}: {escape(deadline)}{overdue}")
-    if task.owner:
-        lines.append(f"{texts['owner']}: {_field(task.owner.name, NAME_LIMIT)}")
-    assignees = _people(task.workers, task.worker_groups, texts)
-    if assignees:
-        lines.append(f"{texts['assignees']}: {assignees}")
-    description = planfix_html_to_telegram(task.description, max_len=DESCRIPTION_LIMIT, base_url=web_url)
-    if description:
-        lines.append(f"<blockquote>{description}</blockquote>")
-    return _fit("\n".join(lines), ICONS["card"], task.general, web_url, texts)
-
-
 def format_deadline(value: str | None, *, lang: str, tz: ZoneInfo) -> str:
     """Plain text for an Event deadline value (Deadline.to_json()): a date stays a date, an instant shows in tz."""
     if not value:
@@ -334,14 +304,6 @@ def _value(text: str) -> str:
     return _field(text, NAME_LIMIT)
 
 
-def _deadline_text(deadline: Deadline | None, tz: ZoneInfo, texts: dict[str, str]) -> str:
-    if deadline is None:
-        return texts["not_set"]
-    if deadline.date_only:
-        return _date(deadline.local_date)  # a calendar date in Planfix's zone: converting it would shift the day
-    return _datetime(deadline.due, tz)
-
-
 def _date(day: date) -> str:
     return day.strftime("%d.%m.%Y")
 
@@ -350,22 +312,6 @@ def _datetime(moment: datetime, tz: ZoneInfo) -> str:
     if moment.tzinfo is None:  # the Event contract says aware; if one slips through, UTC is the stored zone
         moment = moment.replace(tzinfo=UTC)
     return moment.astimezone(tz).strftime("%d.%m.%Y %H:%M")
-
-
-def _people(users: Iterable[PersonRef], groups: Iterable[PersonRef], texts: dict[str, str]) -> str:
-    """Assignees as escaped text, users first then groups, cut at a name boundary with "and N more"."""
-    names = [" ".join(p.name.split()) for p in users] + [f"{texts['group']} {' '.join(g.name.split())}" for g in groups]
-    names = [truncate(name, NAME_LIMIT) for name in names if name.strip()]
-    shown: list[str] = []
-    used = 0
-    for index, name in enumerate(names):
-        cost = utf16_len(name) + 2
-        if used + cost > ASSIGNEES_LIMIT:
-            shown.append(texts["more"].format(n=len(names) - index))
-            break
-        shown.append(name)
-        used += cost
-    return ", ".join(escape(name) for name in shown)
 
 
 def _lead(text: str | None, lang: str) -> str | None:

@@ -31,7 +31,6 @@ from bot.planfix.errors import (
 from bot.planfix.models import Action, Page, Status, Task, User
 from bot.planfix.xmlparse import (
     child,
-    parse_action,
     parse_action_page,
     parse_one_task,
     parse_response,
@@ -40,7 +39,6 @@ from bot.planfix.xmlparse import (
     parse_status_set_page,
     parse_task_page,
     parse_user,
-    parse_user_page,
     shape_error,
 )
 
@@ -277,11 +275,6 @@ class PlanfixClient:
         params: list[Param] = [("user", [("id", user_id)])] if user_id is not None else []
         return await self._fetch("user.get", params, lambda r: parse_user(child(r, "user")))
 
-    async def user_list(self, *, status: str | None = "ACTIVE", page_size: int = MAX_PAGE_SIZE) -> list[User]:
-        """user.getList, all pages (status ACTIVE | UNACTIVE | None = Planfix's default)."""
-        users = await self._all_pages("user.getList", [("status", status)], parse_user_page, page_size)
-        return _unique_by_id(users)
-
     async def task_get(self, *, id: int | None = None, general: int | None = None) -> Task:  # noqa: A002
         """task.get by internal id or by task number (`general`); unknown → PlanfixItemError (3001)."""
         if id is None and general is None:
@@ -337,11 +330,6 @@ class PlanfixClient:
                 log.info("planfix.list_end_by_error", method=method, page=number, code=exc.code)
                 return Page(items=[], count=0)
             raise
-
-    async def action_get(self, action_id: int) -> Action:
-        """action.get; unknown → PlanfixItemError (4002)."""
-        params: list[Param] = [("action", [("id", action_id)])]
-        return await self._fetch("action.get", params, lambda r: parse_action(child(r, "action"), self.api_timezone))
 
     async def action_list(self, task_id: int, *, page_size: int = MAX_PAGE_SIZE) -> list[Action]:
         """action.getList of one task (internal id), oldest first."""
