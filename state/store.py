@@ -10,7 +10,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import sqlite_utils
 import structlog
@@ -41,9 +40,6 @@ _RESTORE = ("stop the service, copy your latest backup over it (remove any -wal/
 
 _REPOSITORIES = {"meta": MetaRepository, "tasks": TaskRepository, "outbox": OutboxRepository,
                  "counters": CounterRepository, "chats": ChatRepository, "upkeep": UpkeepRepository}
-# Where each method of the former one-class Store went (`store.X(...)` → `store.<repository>.X(...)`). Read only by
-# the forwarding below, which keeps code written against the old names working while branches are merged.
-MOVED = {name: repo for repo, cls in _REPOSITORIES.items() for name in vars(cls) if not name.startswith("__")}
 
 
 @dataclass
@@ -64,13 +60,6 @@ class Store:
     def __post_init__(self) -> None:
         for name, cls in _REPOSITORIES.items():
             setattr(self, name, cls(self.db, self.health))
-
-    def __getattr__(self, name: str) -> Any:
-        """The old one-class names (`store.pending_count()`), forwarded to the repository that now has them."""
-        repo = MOVED.get(name)
-        if repo is None or name.startswith("_"):
-            raise AttributeError(name)
-        return getattr(self.__dict__[repo], name)
 
     @classmethod
     def open(cls, path: str | Path) -> Store:
@@ -220,7 +209,6 @@ class Store:
 __all__ = [
     "DELIVERED",
     "FAILED",
-    "MOVED",
     "PENDING",
     "SUPERSEDED",
     "ChatState",

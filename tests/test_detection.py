@@ -59,7 +59,7 @@ class World:
         assert await job.run_once()
 
     def rows(self) -> list[dict]:
-        return self.store.outbox_rows()
+        return self.store.outbox.outbox_rows()
 
     def kinds(self) -> list[str]:
         return [row["event_key"].split(":")[0] for row in self.rows()]
@@ -102,7 +102,7 @@ async def test_transient_failure_backs_off_with_jitter_and_loses_nothing(world, 
     detection = world.detection()
     poll = detection.job("poll")
     await world.run(poll)  # baseline
-    cursor = world.store.get_meta(CURSOR)
+    cursor = world.store.meta.get_meta(CURSOR)
     world.clock.advance(seconds=30)
     world.pf.change_status(task.id, 2, by=BORIS)
     if how == "error":
@@ -111,7 +111,7 @@ async def test_transient_failure_backs_off_with_jitter_and_loses_nothing(world, 
         world.pf.inject_fault(what, method="action.getListByPeriod", seconds=2, size=5_000_000)
     await world.run(poll)
     assert poll.failures == 1 and detection.health.fatal is None
-    assert world.rows() == [] and world.store.get_meta(CURSOR) == cursor
+    assert world.rows() == [] and world.store.meta.get_meta(CURSOR) == cursor
     wait = (poll.next_run - world.clock.now).total_seconds()
     assert 5 <= wait <= 10  # min(interval, 10 s) with 50–100 % jitter
     await world.run(poll)
@@ -174,8 +174,8 @@ async def test_per_item_error_sets_aside_only_the_task_it_concerns(world):
     world.clock.advance(seconds=30)
     result = await poller.poll_once()
     assert sorted(e.task_id for e in result.events) == [t.id for t in tasks[1:]]
-    assert result.forgotten == 0 and result.set_aside == 1 and world.store.set_aside() == {tasks[0].id: "3008"}
-    assert tasks[0].id in world.store.snapshots([tasks[0].id])
+    assert result.forgotten == 0 and result.set_aside == 1 and world.store.tasks.set_aside() == {tasks[0].id: "3008"}
+    assert tasks[0].id in world.store.tasks.snapshots([tasks[0].id])
     world.clock.advance(seconds=30)
     assert (await poller.poll_once()).events == []
 
@@ -192,7 +192,7 @@ async def test_deleted_task_is_forgotten_silently_and_the_rest_goes_on(world):
     world.clock.advance(seconds=30)
     result = await poller.poll_once()
     assert [e.task_id for e in result.events] == [kept.id] and result.forgotten == 1
-    assert world.store.snapshots([gone.id]) == {}
+    assert world.store.tasks.snapshots([gone.id]) == {}
 
 
 async def test_0007_pauses_background_tells_admins_once_and_resumes_by_itself(world):

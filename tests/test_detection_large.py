@@ -83,10 +83,10 @@ async def test_a_30000_task_first_start_with_a_short_step_timeout_still_complete
     poll.timeout = 2.0
     steps = await _until_caught_up(world, poll, poller, steps=200)
     assert steps > 1 and poll.results["ok"] >= 2
-    assert world.store.snapshot_count() == 30_000 and world.rows() == []
+    assert world.store.tasks.snapshot_count() == 30_000 and world.rows() == []
     # 300 full pages, then the empty page that ends the list (never stop on totalCount alone)
     assert _requests(world, "task.getList") <= 301 + poll.results["transient"]
-    assert poller.progress is None and world.store.get_meta("baseline_state") == ""
+    assert poller.progress is None and world.store.meta.get_meta("baseline_state") == ""
 
 
 async def test_an_interrupted_first_start_continues_from_its_page_after_a_restart(world):
@@ -108,14 +108,14 @@ async def test_an_interrupted_first_start_continues_from_its_page_after_a_restar
     with pytest.raises(PlanfixError):
         await first.poll_once()
     world.pf._methods["task.getList"] = original
-    assert world.store.snapshot_count() == 400
+    assert world.store.tasks.snapshot_count() == 400
     restarted = World(world.pf, world.clock, world.store, world.client).poller()
     progress = restarted.resume_progress()
     assert (progress.kind, progress.done, progress.total) == ("first_start", 400, 1_000)
     assert "400 of 1,000 tasks" in progress.line()
     before = _requests(world, "task.getList")
     await restarted.poll_once()
-    assert world.store.snapshot_count() == 1_000
+    assert world.store.tasks.snapshot_count() == 1_000
     assert _requests(world, "task.getList") - before == 7  # pages 5..10 and the empty page 11; nothing read twice
     assert restarted.caught_up and restarted.resume_progress() is None
 
@@ -327,7 +327,7 @@ async def test_a_new_task_the_sweep_sees_before_the_feed_is_still_announced(worl
     sweep = detection.job("sweep")
     sweep.next_run = None
     await world.run(sweep)
-    assert world.store.snapshots([task.id]) == {} and _sent(world) == []
+    assert world.store.tasks.snapshots([task.id]) == {} and _sent(world) == []
     world.clock.advance(seconds=30)
     poll = detection.job("poll")
     poll.next_run = None

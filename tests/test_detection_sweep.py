@@ -66,7 +66,7 @@ async def test_sweep_catches_changes_the_feed_never_saw(world):
     assert sorted((e.kind, e.task_id) for e in events) == [(DEADLINE, deadline.id), (STATUS, status.id)]
     [removed] = [e for e in events if e.kind == DEADLINE]
     assert removed.payload.new is None and removed.actor_id is None
-    stored = world.store.snapshots([moved.id])[moved.id].data
+    stored = world.store.tasks.snapshots([moved.id])[moved.id].data
     assert stored["project_id"] == 77
     cards = [r for r in world.pf.requests_for("task.getMulti")[multi_before:]]
     # Only the three that differ, plus the feed's re-read (with actions) of the two it was handed.
@@ -86,7 +86,7 @@ async def test_sweep_reports_closed_and_reopened_tasks_and_forgets_deleted_ones(
     world.pf.delete_task(deleted.id)
     events = await full_pass(sweep)
     assert [(e.kind, e.task_id, e.payload.new_name) for e in events] == [(STATUS, closing.id, "Завершенная")]
-    assert world.store.snapshots([deleted.id]) == {}
+    assert world.store.tasks.snapshots([deleted.id]) == {}
     world.pf.edit_task_silently(closing.id, status=2)
     events = await full_pass(sweep)
     assert [(e.kind, e.task_id, e.payload.new_name) for e in events] == [(STATUS, closing.id, "В работе")]

@@ -49,7 +49,7 @@ def detection_config(tmp_path, pf, tg, **poll):
 def delivered_keys(path, chat_id: int) -> list[str]:
     store = Store.open(path)
     try:
-        return [r["event_key"] for r in store.outbox_rows(chat_id) if r["status"] == DELIVERED]
+        return [r["event_key"] for r in store.outbox.outbox_rows(chat_id) if r["status"] == DELIVERED]
     finally:
         store.close()
 
@@ -125,7 +125,7 @@ async def test_restart_after_20_changes_while_down_reports_all_without_flood_or_
     assert len(tg.messages_to(TEAM)) == 1 and len(tg.messages_to(ANNA_TG)) == 2
     store = Store.open(tmp_path / "state.sqlite3")
     try:
-        [row] = store.outbox_rows(TEAM)
+        [row] = store.outbox.outbox_rows(TEAM)
         assert row["status"] == DELIVERED and row["event_key"].startswith(DIGEST)
         payload = store.db.execute("SELECT payload FROM events WHERE key = ?", [row["event_key"]]).fetchone()[0]
         import json

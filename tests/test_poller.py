@@ -44,7 +44,7 @@ def changes(result) -> list:
 
 
 def queued_kinds(store: Store) -> list[str]:
-    return [row["event_key"].split(":")[0] for row in store.outbox_rows()]
+    return [row["event_key"].split(":")[0] for row in store.outbox.outbox_rows()]
 
 
 async def test_baseline_is_silent_and_changes_are_detected_once(world):
@@ -53,7 +53,7 @@ async def test_baseline_is_silent_and_changes_are_detected_once(world):
     task = pf.add_task(title="T", owner=10, workers=(11,))
     poller = make_poller()
     assert (await poller.poll_once()).baseline == 1
-    assert store.outbox_rows() == []
+    assert store.outbox.outbox_rows() == []
     clock.advance(seconds=30)
     pf.change_status(task.id, 2, by=11)
     clock.advance(seconds=30)
@@ -98,7 +98,7 @@ async def test_restart_after_20_changes_reports_each_once(world):
     assert sorted(e.kind for e in result.events) == [DEADLINE] * 10 + [STATUS] * 10
     clock.advance(seconds=30)
     assert (await make_poller().poll_once()).events == []
-    assert len(store.outbox_rows()) == 20
+    assert len(store.outbox.outbox_rows()) == 20
 
 
 async def test_150_actions_in_one_minute_are_all_seen(world):
@@ -123,14 +123,14 @@ async def test_a_planfix_fault_mid_poll_loses_nothing(world):
     task = pf.add_task(title="T", owner=10)
     poller = make_poller()
     await poller.poll_once()
-    cursor = store.get_meta("feed_cursor")
+    cursor = store.meta.get_meta("feed_cursor")
     clock.advance(seconds=30)
     pf.change_status(task.id, 2, by=11)
     pf.inject_error("0011", method="task.getMulti")
     clock.advance(seconds=30)
     with pytest.raises(PlanfixError):
         await poller.poll_once()
-    assert store.outbox_rows() == [] and store.get_meta("feed_cursor") == cursor
+    assert store.outbox.outbox_rows() == [] and store.meta.get_meta("feed_cursor") == cursor
     clock.advance(seconds=30)
     assert [e.kind for e in (await poller.poll_once()).events] == [STATUS]
 

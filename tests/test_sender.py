@@ -109,7 +109,7 @@ def queue(store: Store, events: Sequence[Event], chats: Sequence[int], *, now: d
 
 
 def rows(store: Store, chat_id: int | None = None) -> list[dict]:
-    return store.outbox_rows(chat_id)
+    return store.outbox.outbox_rows(chat_id)
 
 
 # ── pacing and lanes ─────────────────────────────────────────────────────────────────────────────────────────
@@ -218,7 +218,7 @@ async def test_a_very_long_wait_is_reported_to_the_admins_once(fake, bot, store)
     fake.inject_retry_after(3600, chat_id=ANNA, times=2)
     queue(store, [event(task=1)], [ANNA])
     sender = make_sender(bot, store, long_wait_alert=300)
-    [row] = store.due_outbox(datetime.now(UTC))
+    [row] = store.outbox.due_outbox(datetime.now(UTC))
     assert await sender.deliver(row) is False
     assert await sender.deliver(row) is False
     await sender.notices_sent()
@@ -253,7 +253,7 @@ async def test_a_dead_chat_is_marked_inactive_admins_told_once_and_start_revives
     await sender_drain(sender)
     queue(store, [event(task=3)], [ANNA])
     await sender_drain(sender)
-    assert store.chat(ANNA).active is False
+    assert store.chats.chat(ANNA).active is False
     assert [r["status"] for r in rows(store, ANNA)] == [FAILED] * 3
     assert all(description in r["last_error"] for r in rows(store, ANNA))
     assert len([c for c in fake.calls_of("sendMessage") if c["chat_id"] == ANNA]) == 1, "nothing more sent there"
@@ -261,7 +261,7 @@ async def test_a_dead_chat_is_marked_inactive_admins_told_once_and_start_revives
     assert str(ANNA) in notice.plain_text and description in notice.plain_text
     assert len(fake.messages_to(BORIS)) == 2
     fake.clear_faults()
-    store.set_chat_active(ANNA, True, None, datetime.now(UTC))  # what /start in that chat does
+    store.chats.set_chat_active(ANNA, True, None, datetime.now(UTC))  # what /start in that chat does
     queue(store, [event(task=4)], [ANNA])
     await sender_drain(sender)
     assert len(fake.messages_to(ANNA)) == 1
@@ -277,7 +277,7 @@ async def test_a_migrated_group_is_followed_to_its_new_id(fake, bot, store):
     queue(store, [twin], [old, new])
     sender = make_sender(bot, store)
     await sender_drain(sender)
-    assert store.chat_migrations() == {old: new}
+    assert store.chats.chat_migrations() == {old: new}
     assert sorted(m.plain_text.split("\n")[0] for m in fake.messages_to(new)) == [
         "🔄 #1001 Task <1> & co", "🔄 #1002 Task <2> & co", "🔄 #1003 Task <3> & co"
     ]
@@ -323,7 +323,7 @@ async def test_an_unknown_refusal_is_given_up_with_the_reason_and_the_queue_goes
     assert second["status"] == DELIVERED
     [notice] = fake.messages_to(ADMIN)
     assert "something new" in notice.plain_text
-    assert store.outbox_problems()[0]["id"] == first["id"]
+    assert store.outbox.outbox_problems()[0]["id"] == first["id"]
 
 
 @pytest.mark.parametrize("fault", ["http500", "bad_gateway", "drop"])
@@ -336,7 +336,7 @@ async def test_network_errors_and_5xx_are_retried_with_back_off(fake, bot, store
     await sender_drain(sender)
     [row] = rows(store, ANNA)
     assert row["status"] == PENDING and row["attempts"] == 1 and row["last_error"].startswith("transient")
-    assert store.outbox_problems()[0]["id"] == row["id"]
+    assert store.outbox.outbox_problems()[0]["id"] == row["id"]
     clock.advance(0.5)
     await sender_drain(sender)
     assert fake.messages_to(ANNA) == [], "back-off: not retried at once"
@@ -355,7 +355,7 @@ async def test_back_off_grows_and_the_admins_hear_when_a_chat_is_stuck(fake, bot
     for _ in range(9):
         before = clock()
         await sender_drain(sender)
-        due = store.outbox_problems()[0]["not_before"]
+        due = store.outbox.outbox_problems()[0]["not_before"]
         waits.append((due - before).total_seconds())
         clock.advance(waits[-1] + 0.01)
     assert all(b > a for a, b in zip(waits[:6], waits[1:7], strict=False)), waits
@@ -480,7 +480,7 @@ async def test_a_row_due_inside_quiet_hours_is_deferred_to_their_end(fake, bot, 
     await sender_drain(sender)
     [row] = rows(store, ANNA)
     assert fake.sent == [] and row["status"] == PENDING and row["last_error"] == "quiet hours"
-    assert abs(store.next_outbox_time() - end) < timedelta(milliseconds=1)
+    assert abs(store.outbox.next_outbox_time() - end) < timedelta(milliseconds=1)
 
 
 async def test_silent_rendering_disables_the_notification(fake, bot, store):

@@ -40,7 +40,7 @@ def test_a_silent_route_is_silent_also_after_its_group_migrated(store):
     """silent = true on a route: its chat, and the supergroup it became, get disable_notification; others not."""
     render = make_renderer(settings(), lambda: MSK, store)
     assert render([status()], -5).silent is True and render([status()], -7).silent is False
-    store.migrate_chat(-5, -1005, datetime.now(UTC))
+    store.chats.migrate_chat(-5, -1005, datetime.now(UTC))
     assert render([status()], -1005).silent is True
 
 

@@ -76,8 +76,8 @@ async def test_a_restricted_group_is_held_and_retried_then_delivered_in_order(fa
     assert len(calls) == 4 + 3
     notices = [m.plain_text for m in fake.messages_to(ADMIN)]
     assert len(notices) == 1 and "held" in notices[0] and str(GROUP) in notices[0]
-    assert store.chat(GROUP) is None or store.chat(GROUP).active
-    assert store.restricted_chats() == {}, "the restriction is over: a later one gets its own 24 h"
+    assert store.chats.chat(GROUP) is None or store.chats.chat(GROUP).active
+    assert store.chats.restricted_chats() == {}, "the restriction is over: a later one gets its own 24 h"
 
 
 async def test_a_restriction_that_outlasts_the_hold_gives_the_chat_up_with_the_reason(fake, bot, store):
@@ -89,7 +89,7 @@ async def test_a_restriction_that_outlasts_the_hold_gives_the_chat_up_with_the_r
     started = time.monotonic()
     task = asyncio.create_task(sender.run())
     try:
-        while store.chat(GROUP) is None or store.chat(GROUP).active:
+        while store.chats.chat(GROUP) is None or store.chats.chat(GROUP).active:
             assert time.monotonic() - started < 10
             await asyncio.sleep(0.05)
         await asyncio.sleep(NOTICE_WAIT)
@@ -105,7 +105,7 @@ async def test_a_restriction_that_outlasts_the_hold_gives_the_chat_up_with_the_r
     assert 4 <= len(tries) <= 12, len(tries)
     notices = [m.plain_text for m in fake.messages_to(ADMIN)]
     assert len(notices) == 2 and "held" in notices[0] and "no longer accepts" in notices[1]
-    assert not store.chat(GROUP).active and RESTRICTED in (store.chat(GROUP).reason or "")
+    assert not store.chats.chat(GROUP).active and RESTRICTED in (store.chats.chat(GROUP).reason or "")
 
 
 NOTICE_WAIT = 0.8  # admin notices are batched for 0.5 s

@@ -74,9 +74,9 @@ def test_state_survives_reopen(tmp_path):
     commit(s)
     s.close()
     s = Store.open(tmp_path / "x.sqlite3")
-    assert s.get_meta("feed_cursor") == NOW.isoformat()
-    assert s.outbox_counts() == {PENDING: 1}
-    assert s.unseen_action_ids([77, 78]) == {78}
+    assert s.meta.get_meta("feed_cursor") == NOW.isoformat()
+    assert s.outbox.outbox_counts() == {PENDING: 1}
+    assert s.tasks.unseen_action_ids([77, 78]) == {78}
     s.close()
 
 
@@ -120,20 +120,17 @@ def test_failed_rows_are_visible(store):
     assert store.outbox.outbox_rows()[0]["last_error"] == "telegram refused: bad"
 
 
-def test_the_store_owns_small_repositories_on_one_connection_and_old_names_still_answer():
-    """Store opens the file and owns its repositories (one connection, one health); the old one-class names
-    (`store.pending_count()`) forward to the repository that has them, for code not yet renamed."""
-    from state.store import MOVED
-
+def test_the_store_owns_small_repositories_on_one_connection():
+    """Store opens the file and owns its repositories (one connection, one health), each small."""
     store = Store.open(":memory:")
     try:
         repos = [store.meta, store.tasks, store.outbox, store.counters, store.chats, store.upkeep]
         assert all(r.db is store.db and r.health is store.health for r in repos)
         assert all(len([n for n in vars(type(r)) if not n.startswith("__")]) <= 20 for r in repos)
-        assert MOVED["pending_count"] == "outbox" and store.pending_count() == store.outbox.pending_count() == 0
-        store.set_meta("k", "v")
+        assert store.outbox.pending_count() == 0
+        store.meta.set_meta("k", "v")
         assert store.meta.get_meta("k") == "v"
         with pytest.raises(AttributeError):
-            store._counters  # noqa: B018 - private names are not forwarded
+            store.pending_count  # noqa: B018 - the one-class names are gone
     finally:
         store.close()

@@ -37,7 +37,7 @@ def make_renderer(settings: Settings, zone: Callable[[], ZoneInfo], store: Store
         else:
             url = render.task_url(web_url, last.task_general)
         short = f'<b>#{html.escape(str(last.task_general))}</b> <a href="{html.escape(url)}">{html.escape(url)}</a>'
-        migrated = store.chat_migrations() if (store is not None and silent_routes) else {}
+        migrated = store.chats.chat_migrations() if (store is not None and silent_routes) else {}
         silent = route_of_chat(chat_id, silent_routes, migrated) is not None
         lang = language(chat_id) if language is not None else default_lang
         text = render.render_events(list(events), lang=lang, tz=zone(), web_url=web_url,
@@ -66,5 +66,5 @@ def build_sender(settings: Settings, store: Store, bot: Bot, *, zone: Callable[[
         send_timeout=delivery.send_timeout_seconds,
         long_wait_alert=delivery.long_wait_alert_seconds,
         max_in_flight=delivery.max_in_flight,
-        defer=send_time_deferral(settings.routes, zone, store.chat_migrations, audience=audience),
+        defer=send_time_deferral(settings.routes, zone, store.chats.chat_migrations, audience=audience),
     )

@@ -161,7 +161,7 @@ class Sender:
         now = self.clock()
         if self.guard.blocked() or self.pacing.all_paused(now):
             return
-        for chat_id in self.store.due_chats(now):
+        for chat_id in self.store.outbox.due_chats(now):
             if chat_id in self._workers or self.pacing.paused_until(chat_id, now):
                 continue
             worker = asyncio.create_task(self._lane(chat_id), name=f"send:{chat_id}")
@@ -178,7 +178,7 @@ class Sender:
     def _idle_timeout(self) -> float:
         now = self.clock()
         waits = [self.idle_wait]
-        nxt = self.store.next_outbox_time_after(now)
+        nxt = self.store.outbox.next_outbox_time_after(now)
         if nxt is not None:
             waits.append((nxt - now).total_seconds())
         waits += [(until - now).total_seconds() for until in self.pacing.pauses_ending_after(now)]
@@ -193,11 +193,11 @@ class Sender:
                 now = self.clock()
                 if not self.pacing.may_send(chat_id, now) or self.guard.blocked():
                     return
-                row = self.store.next_due_row(chat_id, now)
+                row = self.store.outbox.next_due_row(chat_id, now)
                 if row is None:
                     self.pacing.set_backlog(chat_id, None)
                     return
-                self.pacing.set_backlog(chat_id, self.store.due_count(chat_id, now))
+                self.pacing.set_backlog(chat_id, self.store.outbox.due_count(chat_id, now))
                 with bound_contextvars(event_key=row.event_key):
                     if not await self.deliver_safely(row):
                         return
@@ -225,16 +225,16 @@ class Sender:
     async def deliver(self, row: OutboxItem) -> bool:
         """Send one outbox row (with any rows folded into it); True when the chat may go on to its next row."""
         now = self.clock()
-        chat = self.store.chat(row.chat_id)
+        chat = self.store.chats.chat(row.chat_id)
         if chat is not None and not chat.active:
-            self.store.mark_failed(row.id, f"chat inactive: {chat.reason}", now)
+            self.store.outbox.mark_failed(row.id, f"chat inactive: {chat.reason}", now)
             self.failed += 1
             return True
         event = Event.from_json(row.payload)
         if self.defer is not None:
             until = self.defer(row.chat_id, event, now)
             if until is not None:  # a late row must not slip into quiet hours: deferred, never dropped
-                self.store.mark_retry(row.id, not_before=until, reason="quiet hours", count_attempt=False)
+                self.store.outbox.mark_retry(row.id, not_before=until, reason="quiet hours", count_attempt=False)
                 return True
         message = self._plan(row, event, now, allow_edit=True)
         outcome = await self._transmit(row, message)
@@ -251,11 +251,11 @@ class Sender:
         window = self.coalesce_window
         if not coalesces(event, window):
             return plan(row, event, now=now, window=window)
-        last = self.store.last_message_for_task(row.chat_id, event.task_id) if allow_edit else None
+        last = self.store.outbox.last_message_for_task(row.chat_id, event.task_id) if allow_edit else None
         target = edit_target(row.created_at or now, Sent(*last) if last else None, window)
-        shown = [Event.from_json(p) for p in self.store.message_payloads(target.head_id)] if target else []
+        shown = [Event.from_json(p) for p in self.store.outbox.message_payloads(target.head_id)] if target else []
         later = [(r, Event.from_json(r.payload))
-                 for r in self.store.pending_for_task(row.chat_id, event.task_id, now, after_id=row.id)]
+                 for r in self.store.outbox.pending_for_task(row.chat_id, event.task_id, now, after_id=row.id)]
         return plan(row, event, now=now, window=window, target=target, shown=shown, later=later)
 
     async def _transmit(self, row: OutboxItem, message: Plan) -> int | Verdict:
@@ -277,7 +277,7 @@ class Sender:
     def _record(self, row: OutboxItem, message: Plan, message_id: int) -> bool:
         """Telegram has the message: mark its rows delivered (or keep that in memory while the file refuses it)."""
         chat_id = row.chat_id
-        record = partial(self.store.mark_sent, [r.id for r in message.rows], message_id, self.clock(),
+        record = partial(self.store.outbox.mark_sent, [r.id for r in message.rows], message_id, self.clock(),
                          group_id=message.head_id)
         try:
             record()
@@ -297,7 +297,7 @@ class Sender:
         if chat_id in self._restricted_chats():
             del self._restricted_chats()[chat_id]
             self.notices.over(chat_id, "restricted")
-            self.store.set_restricted_since(chat_id, None)
+            self.store.chats.set_restricted_since(chat_id, None)
             log.info("telegram.chat_restriction_over")
         log.info("telegram.sent", message_id=message_id, rows=len(message.rows), edit=message.edit_id is not None)
         return True
@@ -310,7 +310,7 @@ class Sender:
             case Wait(seconds=seconds):
                 return self._rate_limited(row, seconds)
             case Migrate(new_chat_id=new_chat):
-                self.store.migrate_chat(row.chat_id, new_chat, self.clock())
+                self.store.chats.migrate_chat(row.chat_id, new_chat, self.clock())
                 log.warning("telegram.chat_migrated", new_chat=new_chat)
                 self._wake.set()  # the new chat id gets its own lane; the row is resent there
                 return True
@@ -325,7 +325,7 @@ class Sender:
                 log.error("telegram.misconfigured", error=reason, hint=f"check {hint}")
                 until = self.clock() + MAX_BACKOFF
                 self.pacing.pause_all(until)
-                self.store.mark_retry(row.id, not_before=until, reason=f"telegram: {reason} (check {hint})",
+                self.store.outbox.mark_retry(row.id, not_before=until, reason=f"telegram: {reason} (check {hint})",
                                       count_attempt=False)
                 self.notices.once("misconfigured", 0, notices.misconfigured(reason, hint))
                 return False
@@ -342,7 +342,7 @@ class Sender:
         until = self.clock() + timedelta(seconds=seconds + random.uniform(0.1, 1.0))
         if self.pacing.rate_limited(row.chat_id, until):
             log.warning("telegram.global_pause", seconds=seconds)
-        self.store.mark_retry(row.id, not_before=until, reason=f"429: retry after {seconds} s", count_attempt=False)
+        self.store.outbox.mark_retry(row.id, not_before=until, reason=f"429: retry after {seconds} s", count_attempt=False)
         long_wait = seconds >= self.long_wait_alert
         (log.warning if long_wait else log.info)("telegram.retry_after", seconds=seconds)
         if long_wait:
@@ -351,7 +351,7 @@ class Sender:
 
     def _restricted_chats(self) -> dict[int, datetime]:
         if self._restricted is None:
-            self._restricted = self.store.restricted_chats()
+            self._restricted = self.store.chats.restricted_chats()
         return self._restricted
 
     def _held_by_restriction(self, row: OutboxItem, text: str) -> bool:
@@ -362,17 +362,17 @@ class Sender:
         since = restricted.get(chat_id)
         if since is None:
             since = restricted[chat_id] = now
-            self.store.set_restricted_since(chat_id, now)
+            self.store.chats.set_restricted_since(chat_id, now)
         retry_at = restriction_retry(since, now, hold=self.restricted_hold, first=self.restricted_first_retry,
                                      cap=self.restricted_max_retry)
         if retry_at is None:
             del restricted[chat_id]
-            self.store.set_restricted_since(chat_id, None)
+            self.store.chats.set_restricted_since(chat_id, None)
             hours = self.restricted_hold.total_seconds() / 3600
             self._deactivate(chat_id, f"{text} (still after {hours:g} h of retries)")
             return True
         self.pacing.pause(chat_id, retry_at)
-        self.store.mark_retry(row.id, not_before=retry_at, reason=f"restricted: {text}", count_attempt=False)
+        self.store.outbox.mark_retry(row.id, not_before=retry_at, reason=f"restricted: {text}", count_attempt=False)
         log.warning("telegram.chat_restricted", error=text, since=since.isoformat(),
                     retry_in_s=round((retry_at - now).total_seconds(), 1))
         self.notices.once("restricted", chat_id, notices.restricted(chat_id, text, self.restricted_hold))
@@ -383,7 +383,7 @@ class Sender:
         delay = backoff_seconds(row.attempts)
         until = self.clock() + timedelta(seconds=delay)
         self.pacing.pause(row.chat_id, until)
-        self.store.mark_retry(row.id, not_before=until, reason=reason)
+        self.store.outbox.mark_retry(row.id, not_before=until, reason=reason)
         self.retried += 1
         log.warning("telegram.retry", attempt=row.attempts + 1, delay=round(delay, 2), reason=reason)
         if row.attempts + 1 >= STUCK_NOTICE_ATTEMPTS:
@@ -391,7 +391,7 @@ class Sender:
         return False
 
     def _give_up(self, row: OutboxItem, reason: str) -> bool:
-        self.store.mark_failed(row.id, reason, self.clock())
+        self.store.outbox.mark_failed(row.id, reason, self.clock())
         self.failed += 1
         log.error("telegram.gave_up", reason=reason)
         self.notices.once(f"gave_up:{reason[:80]}", row.chat_id, notices.gave_up(row.chat_id, reason))
@@ -399,8 +399,8 @@ class Sender:
 
     def _deactivate(self, chat_id: int, reason: str) -> None:
         now = self.clock()
-        self.failed += self.store.fail_pending_for_chat(chat_id, f"chat inactive: {reason}", now)
-        if self.store.set_chat_active(chat_id, False, reason, now):
+        self.failed += self.store.outbox.fail_pending_for_chat(chat_id, f"chat inactive: {reason}", now)
+        if self.store.chats.set_chat_active(chat_id, False, reason, now):
             log.warning("telegram.chat_deactivated", reason=reason)
             self.notices.tell(notices.deactivated(chat_id, reason))
 

@@ -218,17 +218,17 @@ class Detector:
         kept, handed = hold_unattributed(diffs, already_held=set())
         # A task never seen before goes to the feed too: if it was created since the last feed poll, the feed's
         # actions tell what changed since its creation (first_sight); stored now, those changes would be lost.
-        known = self.store.snapshots(d.snapshot.task_id for d in kept)
+        known = self.store.tasks.snapshots(d.snapshot.task_id for d in kept)
         new = {d.snapshot.task_id for d in kept if d.snapshot.task_id not in known}
         self.held |= handed | new
         return [d for d in kept if d.snapshot.task_id not in new]
 
     def stored_ids(self, ids: Iterable[int]) -> list[int]:
         """Which of these tasks have a stored snapshot (to forget when Planfix no longer shows them)."""
-        return sorted(self.store.snapshots(ids))
+        return sorted(self.store.tasks.snapshots(ids))
 
     def diff_cards(self, tasks: Sequence[Task], actions: Sequence[Action], now: datetime) -> list[TaskDiff]:
-        stored = self.store.snapshots(t.id for t in tasks)
+        stored = self.store.tasks.snapshots(t.id for t in tasks)
         diffs = []
         for task in tasks:
             old = stored.get(task.id)
@@ -246,10 +246,10 @@ class Detector:
 
     def deadline_diffs(self, now: datetime, *, skip: Iterable[int] = ()) -> list[TaskDiff]:
         """Overdue and reminders, computed locally from stored deadlines: no Planfix request, on time."""
-        skip = set(skip) | set(self.store.set_aside())  # stale snapshots of set-aside tasks announce nothing
-        candidates = {s.task_id: s for s in self.store.overdue_candidates(now)}
+        skip = set(skip) | set(self.store.tasks.set_aside())  # stale snapshots of set-aside tasks announce nothing
+        candidates = {s.task_id: s for s in self.store.tasks.overdue_candidates(now)}
         if self.leads:
-            for stored in self.store.deadline_window(now, now + self.leads[-1].length):
+            for stored in self.store.tasks.deadline_window(now, now + self.leads[-1].length):
                 candidates.setdefault(stored.task_id, stored)
         diffs = []
         for task_id, stored in sorted(candidates.items()):
@@ -270,7 +270,7 @@ class Detector:
             events, deliveries, now, threshold=self.catchup_threshold if catchup else (self.burst_threshold or None),
             max_age=self.max_event_age, why=CATCHUP if catchup else BURST, split=self.split_digest,
         )
-        stored = self.store.snapshots(d.snapshot.task_id for d in changes.diffs)
+        stored = self.store.tasks.snapshots(d.snapshot.task_id for d in changes.diffs)
         snapshots = [self._stored(d.snapshot, stored.get(d.snapshot.task_id)) for d in changes.diffs]
         commit = PollCommit(
             now=now,
@@ -295,7 +295,7 @@ class Detector:
         """Log each task once when it is set aside and once when it can be read again; returns how many are new."""
         if not changes.set_aside and not changes.readable:
             return 0
-        before = self.store.set_aside()
+        before = self.store.tasks.set_aside()
         new = {t: c for t, c in changes.set_aside.items() if t not in before}
         for task_id, code in sorted(new.items()):
             log.warning("planfix.task_set_aside", task_id=task_id, code=code,

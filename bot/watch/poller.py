@@ -163,7 +163,7 @@ class Poller:
         if self._budget_restored:
             return
         self._budget_restored = True
-        saved = self.store.get_meta(BUDGET)
+        saved = self.store.meta.get_meta(BUDGET)
         if saved:
             try:
                 self.client.budget.restore(json.loads(saved))
@@ -185,8 +185,8 @@ class Poller:
             self.client.budget.zone = zone  # the daily budget is assumed to reset at midnight there
             self.api_user_id, self.api_timezone = user.id, zone_name
             await self.detector.read_statuses()
-        self.store.set_meta(API_USER_ID, str(user.id))
-        self.store.set_meta(API_TIMEZONE, zone_name)
+        self.store.meta.set_meta(API_USER_ID, str(user.id))
+        self.store.meta.set_meta(API_TIMEZONE, zone_name)
         self._prepared = True
         log.info("planfix.ready", api_user=user.id, timezone=zone_name, statuses=len(self.statuses))
 
@@ -206,7 +206,7 @@ class Poller:
                 await self.prepare()
             while True:
                 now = self.clock()
-                cursor = self.store.get_meta(CURSOR)
+                cursor = self.store.meta.get_meta(CURSOR)
                 if cursor is None:
                     result = await self._baseline(now, started)
                 else:
@@ -231,7 +231,7 @@ class Poller:
         closed or deleted meanwhile), the previous page is read again too, as items may have moved onto it. The
         cursor is written after the last page: the time the first start began, so the feed then covers what
         changed while it ran."""
-        state = BaselineState.parse(self.store.get_meta(BASELINE)) or BaselineState(started=now.isoformat())
+        state = BaselineState.parse(self.store.meta.get_meta(BASELINE)) or BaselineState(started=now.isoformat())
         while True:
             number = state.page
             with priority(Priority.ENRICH):
@@ -241,7 +241,7 @@ class Poller:
                 if number > 1 and shrank:
                     items = list((await self.client.task_list_page(number - 1, target="all")).items) + items
             # No await below: the page and its position are committed together.
-            stored = self.store.snapshots(t.id for t in items)
+            stored = self.store.tasks.snapshots(t.id for t in items)
             fresh = {t.id: t for t in items if t.id not in stored}  # seen earlier in this first start: keep
             snaps = [baseline(t, self.statuses, now, self.leads) for t in fresh.values()]
             last = is_last_page(page, number, MAX_PAGE_SIZE)
@@ -265,7 +265,7 @@ class Poller:
         """One feed window: normally [cursor − overlap, now]. A long window (a catch-up after downtime) is read at
         most `catchup_pages` pages at a time, oldest first; each such sub-window is diffed and committed with the
         cursor at its end, so a timeout or a restart continues from there."""
-        partial = self.store.get_meta(FEED_PARTIAL) == "1"
+        partial = self.store.meta.get_meta(FEED_PARTIAL) == "1"
         # Dates have minute resolution and clocks differ: re-read an overlapping window, de-duplicate by id. A
         # sub-window's end comes from Planfix's own dates, so the next one starts exactly there.
         start = cursor if partial else cursor - self.overlap
@@ -282,7 +282,7 @@ class Poller:
             else:
                 actions, reached = await self.client.action_list_by_period(start, now), None
         more = reached is not None and reached < now
-        unseen = self.store.unseen_action_ids(a.id for a in actions)
+        unseen = self.store.tasks.unseen_action_ids(a.id for a in actions)
         fresh = [a for a in actions if a.id in unseen]
         if self.attribute is not None:
             fresh = self.attribute(fresh)
@@ -326,7 +326,7 @@ class Poller:
         else:
             self._cards_read.clear()
         if now.minute == 0:
-            self.store.prune_seen_actions(now - SEEN_ACTIONS_KEPT)
+            self.store.tasks.prune_seen_actions(now - SEEN_ACTIONS_KEPT)
         result.actions, result.tasks, result.more = len(fresh), len(tasks), more
         if fresh or result.events or result.forgotten or fetched.set_aside:
             log.info(
@@ -354,7 +354,7 @@ class Poller:
             return []
         snaps = {d.snapshot.task_id: d.snapshot for d in changes.diffs if d.snapshot.task_id in commented}
         snaps |= {t: snapshot_of(cards[t], self.statuses) for t in commented - snaps.keys() if t in cards}
-        stored = self.store.snapshots(commented - snaps.keys())
+        stored = self.store.tasks.snapshots(commented - snaps.keys())
         snaps |= {t: Snapshot.from_data(row.data) for t, row in stored.items()}
         return [e for t in sorted(snaps) for e in comment_events(snaps[t], fresh)]
 
@@ -367,10 +367,10 @@ class Poller:
         restart)."""
         if self.progress is not None:
             return self.progress
-        state = BaselineState.parse(self.store.get_meta(BASELINE))
+        state = BaselineState.parse(self.store.meta.get_meta(BASELINE))
         if state is not None:
             return Progress(FIRST_START, state.tasks, state.total)
-        if self.store.get_meta(CURSOR) is None:
+        if self.store.meta.get_meta(CURSOR) is None:
             return Progress(FIRST_START, 0)
         return None
 

@@ -70,7 +70,7 @@ class Sweep:
         if self._loaded:
             return
         self._loaded = True
-        saved = self.store.get_meta(SWEEP_STATE)
+        saved = self.store.meta.get_meta(SWEEP_STATE)
         if saved:
             try:
                 self.state = SweepState(**json.loads(saved))
@@ -81,7 +81,7 @@ class Sweep:
 
     def steps_per_pass(self) -> int:
         """Pages of the active list plus one step to verify what the list did not show."""
-        total = self.state.total if self.state.total is not None else self.store.snapshot_count()
+        total = self.state.total if self.state.total is not None else self.store.tasks.snapshot_count()
         return max(1, math.ceil(total / self.page_size)) + 1
 
     def step_interval(self) -> float:
@@ -113,7 +113,7 @@ class Sweep:
                 earlier = await client.task_list_page(number - 1, filter="ACTIVE", page_size=self.page_size)
                 items = earlier.items + items
             seen = list(dict.fromkeys(t.id for t in items))
-            stored = self.store.snapshots(seen)
+            stored = self.store.tasks.snapshots(seen)
             latest = {t.id: t for t in items}
             candidates = [t.id for t in latest.values() if _differs(t, stored.get(t.id))]
             cards = await self.detector.read(candidates)
@@ -131,10 +131,10 @@ class Sweep:
         return result
 
     async def _verify(self) -> PollResult:
-        ids = self.store.unswept_active(self.page_size)
+        ids = self.store.tasks.unswept_active(self.page_size)
         if not ids:
             state = SweepState(page=1, total=self.state.total, phase=PAGES, passes=self.state.passes + 1)
-            self.store.set_meta(SWEEP_STATE, json.dumps(asdict(state)))
+            self.store.meta.set_meta(SWEEP_STATE, json.dumps(asdict(state)))
             self.state = state
             log.info("sweep.pass_done", passes=state.passes, active=state.total)
             return PollResult()
