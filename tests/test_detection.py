@@ -439,3 +439,24 @@ async def test_150_actions_in_one_minute_are_each_queued_outside_a_catchup(world
     assert len({r["event_key"] for r in world.rows()}) == 150
     pages = [r for r in world.pf.requests_for("action.getListByPeriod") if r.param("pageCurrent") == "2"]
     assert pages, "the feed must have been paged"
+
+
+def test_a_catch_up_names_every_change_in_a_few_messages_and_counts_the_tail_of_a_long_one():
+    """Minutes of downtime: every change named, split where the length needs (here 25 a part). Days of it: at most
+    CATCHUP_MAX_PARTS messages, the last holding the rest (the renderer counts what does not fit)."""
+    from bot.events import Event
+    from bot.watch.catchup import CATCHUP_MAX_PARTS
+
+    now = datetime(2026, 11, 23, 12, tzinfo=UTC)
+
+    def catch_up(n: int) -> list[Event]:
+        events = [Event(kind=STATUS, key=f"status:{i}:1:1>2", task_id=i, task_general=i, task_title="T",
+                        occurred_at=now) for i in range(n)]
+        digests, kept = fold(events, [DeliveryRow(e.key, CHAT) for e in events], now, threshold=10, max_age=None)
+        assert len(kept) == len(digests) and len({d.key for d in digests}) == len(digests)
+        assert sum(len(d.payload.items) for d in digests) == n  # nothing dropped from the record
+        return digests
+
+    assert [len(d.payload.items) for d in catch_up(60)] == [25, 25, 10]
+    long = catch_up(1000)
+    assert len(long) == CATCHUP_MAX_PARTS and [len(d.payload.items) for d in long[:-1]] == [25] * 4

@@ -8,7 +8,8 @@ chat gets one `digest` event instead (payload `Digest`) whose `items` are the fo
 each, oldest first); it says why (CATCHUP or BURST) and, when Telegram's length limit forces a burst into several
 messages, which part this is of how many, and how many changes the whole burst holds. A burst
 is never cut: `split` (from the notify layer, which knows how long each line renders) decides where its parts
-end. A catch-up stays one message (its tail counted, "and N more"): days of changes must not flood a chat.
+end. A catch-up is split the same way but into at most CATCHUP_MAX_PARTS messages, the last one counting what
+does not fit ("and N more"): a few minutes of downtime names every change, days of changes cannot flood a chat.
 Events older than `max_age` are never replayed one by one, in any poll: they go into the chat's digest too.
 The digest key is derived from the chat and the folded event keys, so detecting the same set twice (a crash
 before the commit, then the same poll again) cannot queue two digests.
@@ -26,6 +27,7 @@ from state.records import DeliveryRow
 
 CATCHUP, BURST = "catchup", "burst"  # why a digest was made: downtime (or old news), or a burst while running
 PART_SIZE = 25  # items per digest part when no `split` is given (the notify layer measures the real lines)
+CATCHUP_MAX_PARTS = 5  # a catch-up digest names ~150+ changes in at most this many messages, then counts the rest
 
 Split = Callable[[Sequence[Event]], list[list[Event]]]
 
@@ -86,9 +88,11 @@ def fold(
                                key=lambda e: (e.occurred_at, e.key))
         crowd = threshold is not None and len(chat_rows) > threshold
         # A live burst names every change, in as many messages as it takes; a catch-up (possibly days of changes)
-        # stays one summary message whose tail is counted ("and N more"), so a long downtime cannot flood a chat.
+        # takes at most CATCHUP_MAX_PARTS messages, the last one counting its tail ("and N more").
         burst = crowd and why == BURST
-        parts = ([p for p in (split or split_evenly)(events_folded) if p] if burst else []) or [events_folded]
+        parts = [p for p in (split or split_evenly)(events_folded) if p] or [events_folded]
+        if not burst and len(parts) > CATCHUP_MAX_PARTS:
+            parts = [*parts[: CATCHUP_MAX_PARTS - 1], [e for p in parts[CATCHUP_MAX_PARTS - 1 :] for e in p]]
         # Quiet hours: the digest waits as long as the latest of the rows it replaces would have waited.
         waits = [r.not_before for r in folded if r.not_before is not None]
         for index, part in enumerate(parts, 1):
