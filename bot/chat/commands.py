@@ -102,4 +102,7 @@ async def set_admin_menu(bot: Bot, chat_id: int, default_language: str) -> None:
         for language in LANGUAGES:
             await bot.set_my_commands(menu(language, admin=True), scope=scope, language_code=language)
     except Exception as exc:
+        if "chat not found" in str(exc).lower():  # expected until the admin first writes to the bot: set on /start
+            log.info("telegram.admin_menu_deferred", admin=chat_id, reason="the admin has not written to the bot yet")
+            return
         log.warning("telegram.set_admin_commands_failed", admin=chat_id, error=str(exc))
