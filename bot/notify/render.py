@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import html
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
 
@@ -27,11 +26,27 @@ from bot.events import (
     Reminder,
     StatusMove,
 )
-from bot.notify.planfix_html import planfix_html_to_telegram, truncate, utf16_len
+from bot.i18n import CATALOGUE, language, plural, texts as catalogue
+from bot.notify.markup import (
+    MESSAGE_LIMIT,
+    NAME_LIMIT,
+    SHORT_TITLE_LIMIT,
+    TITLE_LIMIT,
+    escape,
+    field,
+    importance_line,
+    task_header,
+    task_url,
+    truncate,
+    utf16_len,
+    visible_len,
+)
+from bot.notify.planfix_html import planfix_html_to_telegram
 
 __all__ = [
     "MESSAGE_LIMIT",
     "escape",
+    "deadline_after",
     "format_deadline",
     "planfix_html_to_telegram",
     "relative_deadline",
@@ -43,86 +58,13 @@ __all__ = [
     "utf16_len",
 ]
 
-MESSAGE_LIMIT = 4096  # Telegram's limit on the text after entity parsing, in UTF-16 code units
-TITLE_LIMIT = 300
-NAME_LIMIT = 100  # people, groups, statuses, projects
 GROUP_LINES = 12  # a coalesced message shows at most this many changes (the latest ones)
-DIGEST_TITLE_LIMIT = 80
+DIGEST_TITLE_LIMIT = SHORT_TITLE_LIMIT
 COMMENT_LIMIT = 1000  # visible units of a comment in its own notice
 COMMENT_LINE_LIMIT = 200  # … and as one line of a coalesced message or a digest
 FILES_LIMIT = 300  # the list of attached file names
 DIGEST_BUDGET = 3800  # visible units for a digest's item lines; the rest of 4096 is header and "and N more"
 
-TEXTS: dict[str, dict[str, str]] = {
-    "ru": {
-        "status": "Статус",
-        "deadline": "Срок",
-        "project": "Проект",
-        "changed_by": "Изменил(а)",
-        "not_set": "не задан",
-        "overdue": "Просрочена (срок был {deadline})",
-        "overdue_no_deadline": "Просрочена",
-        "overdue_flag": "просрочена",
-        "importance": "Важность",
-        "importance_HIGH": "срочная",
-        "importance_AVERAGE": "обычная",
-        "owner": "Постановщик",
-        "assignees": "Исполнители",
-        "more": "и ещё {n}",
-        "untitled": "(без названия)",
-        "too_long": "Сообщение не поместилось в Telegram — подробности в задаче:",
-        "reminder": "Срок через {lead}: {deadline}",
-        "assigned": "Новый исполнитель",
-        "reminder_soon": "Скоро срок: {deadline}",
-        "earlier": "…и ещё {n} {changes} раньше",
-        "digest": "Пока бот не работал: {n} {changes}",
-        "burst": "Сразу {n} {changes}",
-        "changes": "изменение|изменения|изменений",
-        "units": "m=минуту|минуты|минут;h=час|часа|часов;d=день|дня|дней;w=неделю|недели|недель",
-        "due_in": "через {n} {unit}",
-        "due_late": "просрочена на {n} {unit}",
-        "daily": "Задачи на {day}: просрочено {overdue}, срок сегодня {today}",
-        "daily_overdue": "Просрочены",
-        "daily_today": "Срок сегодня",
-        "comment": "Комментарий",
-        "comment_by": "{name} пишет:",
-        "files": "Файлы",
-    },
-    "en": {
-        "status": "Status",
-        "deadline": "Deadline",
-        "project": "Project",
-        "changed_by": "Changed by",
-        "not_set": "not set",
-        "overdue": "Overdue (was due {deadline})",
-        "overdue_no_deadline": "Overdue",
-        "overdue_flag": "overdue",
-        "importance": "Importance",
-        "importance_HIGH": "high",
-        "importance_AVERAGE": "normal",
-        "owner": "Owner",
-        "assignees": "Assignees",
-        "more": "and {n} more",
-        "untitled": "(untitled)",
-        "too_long": "The message didn't fit into Telegram — see the task:",
-        "reminder": "Deadline in {lead}: {deadline}",
-        "assigned": "New assignee",
-        "reminder_soon": "Deadline soon: {deadline}",
-        "earlier": "…and {n} earlier {changes}",
-        "digest": "While the bot was away: {n} {changes}",
-        "burst": "{n} {changes} at once",
-        "changes": "change|changes|changes",
-        "units": "m=minute|minutes|minutes;h=hour|hours|hours;d=day|days|days;w=week|weeks|weeks",
-        "due_in": "in {n} {unit}",
-        "due_late": "{n} {unit} overdue",
-        "daily": "Tasks for {day}: {overdue} overdue, {today} due today",
-        "daily_overdue": "Overdue",
-        "daily_today": "Due today",
-        "comment": "Comment",
-        "comment_by": "{name} writes:",
-        "files": "Files",
-    },
-}
 ICONS = {STATUS: "🔄", DEADLINE: "📅", OVERDUE: "⏰", REMINDER: "⏳", ASSIGNED: "👤", COMMENT: "💬", DIGEST: "🗂", DAILY: "🗓",
          "card": "📋",
          "other": "🔔"}
@@ -136,50 +78,41 @@ def _no_names(status_id: int, lang: str) -> str | None:
 
 _DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _LEAD_PART = re.compile(r"(\d{1,6})\s*([mhdw])", re.IGNORECASE)
-_TAG = re.compile(r"<[^>]*>")
-
-
-def escape(value: object) -> str:
-    """Text safe anywhere in Telegram HTML, attribute values included (quotes escaped too)."""
-    return html.escape(str(value), quote=True)
-
-
-def task_url(web_url: str, general: int) -> str:
-    return f"{web_url.rstrip('/')}/task/{general}"
 
 
 def render_event(event: Event, *, lang: str, tz: ZoneInfo, web_url: str, names: StatusNames = _no_names) -> str:
     """One notification about one change of one task (or a digest of many), as Telegram HTML, in `lang`: status
     names come from `names` in that language at send time."""
     lang = _lang(lang)
-    texts = TEXTS[lang]
+    texts = catalogue(lang)
     match event.payload:
         case Digest() as digest:
             return _render_digest(digest, lang, tz, web_url, names)
         case Daily() as daily:
             return _render_daily(daily, event.occurred_at, lang, tz, web_url)
         case Comment() as comment:
-            lines = _task_lines(event, texts, web_url) + _comment_lines(event, comment, texts, web_url)
+            lines = _task_lines(event, lang, web_url) + _comment_lines(event, comment, texts, web_url)
             return _fit("\n".join(lines), ICONS[COMMENT], event.task_general, web_url, texts)
     icon = ICONS.get(event.kind, ICONS["other"])
-    lines = _task_lines(event, texts, web_url)
+    lines = _task_lines(event, lang, web_url)
     lines.append(_change_line(event, lang, tz, names))
     if event.actor_name:
         lines.append(f"{texts['changed_by']}: {_field(event.actor_name, NAME_LIMIT)}")
     return _fit("\n".join(lines), icon, event.task_general, web_url, texts)
 
 
-def _task_lines(event: Event, texts: dict[str, str], web_url: str) -> list[str]:
+def _task_lines(event: Event, lang: str, web_url: str) -> list[str]:
     """The header (icon, number, linked title), the project and a HIGH importance."""
-    lines = [_header(ICONS.get(event.kind, ICONS["other"]), event.task_general, event.task_title, web_url, texts)]
+    texts = catalogue(lang)
+    lines = [task_header(ICONS.get(event.kind, ICONS["other"]), event.task_general, event.task_title, web_url, lang)]
     if event.project_title:
         lines.append(f"{texts['project']}: {_field(event.project_title, NAME_LIMIT)}")
     if event.importance == "HIGH":
-        lines.append(f"❗ {texts['importance']}: {texts['importance_HIGH']}")
+        lines.append(importance_line("HIGH", lang))
     return lines
 
 
-def _comment_lines(event: Event, comment: Comment, texts: dict[str, str], web_url: str) -> list[str]:
+def _comment_lines(event: Event, comment: Comment, texts: Mapping[str, str], web_url: str) -> list[str]:
     """Who wrote it, the comment as Telegram HTML (cut), and the attached files by name."""
     lines = [escape(texts["comment_by"].format(name=truncate(" ".join((event.actor_name or "?").split()), NAME_LIMIT)))]
     body = planfix_html_to_telegram(comment.text, max_len=COMMENT_LIMIT, base_url=web_url)
@@ -203,20 +136,20 @@ def render_events(events: Sequence[Event], *, lang: str, tz: ZoneInfo, web_url: 
     if not events:
         raise ValueError("render_events needs at least one event")
     lang = _lang(lang)
-    texts = TEXTS[lang]
+    texts = catalogue(lang)
     last = events[-1]
     kinds = {e.kind for e in events}
     icon = ICONS.get(last.kind, ICONS["other"]) if len(kinds) == 1 else ICONS["other"]
-    lines = [_header(icon, last.task_general, last.task_title, web_url, texts)]
+    lines = [task_header(icon, last.task_general, last.task_title, web_url, lang)]
     if last.project_title:
         lines.append(f"{texts['project']}: {_field(last.project_title, NAME_LIMIT)}")
     if last.importance == "HIGH":
-        lines.append(f"❗ {texts['importance']}: {texts['importance_HIGH']}")
+        lines.append(importance_line("HIGH", lang))
     actors = list(dict.fromkeys(" ".join(e.actor_name.split()) for e in events if e.actor_name))
     shown = events[-GROUP_LINES:]
     if len(events) > len(shown):
         hidden = len(events) - len(shown)
-        lines.append(escape(texts["earlier"].format(n=hidden, changes=_plural(hidden, texts["changes"], lang))))
+        lines.append(escape(texts["earlier"].format(n=hidden, changes=plural(lang, "changes", hidden))))
     for item in shown:
         line = _change_line(item, lang, tz, names)
         if len(actors) > 1 and item.actor_name:
@@ -230,7 +163,7 @@ def render_events(events: Sequence[Event], *, lang: str, tz: ZoneInfo, web_url: 
 def format_deadline(value: str | None, *, lang: str, tz: ZoneInfo) -> str:
     """Plain text for an Event deadline value (Deadline.to_json()): a date stays a date, an instant shows in tz."""
     if not value:
-        return TEXTS[_lang(lang)]["not_set"]
+        return catalogue(lang)["not_set"]
     if _DATE_ONLY.match(value):
         try:
             return _date(date.fromisoformat(value))
@@ -243,27 +176,22 @@ def format_deadline(value: str | None, *, lang: str, tz: ZoneInfo) -> str:
     return _datetime(moment, tz)
 
 
+def deadline_after(old: str | None, new: str | None, *, lang: str, tz: ZoneInfo) -> str:
+    """The new side of a deadline move, plain text: a deadline taken away says so in words ("removed"/"снят")."""
+    if not new and old:
+        return catalogue(lang)["deadline_removed"]
+    return format_deadline(new, lang=lang, tz=tz)
+
+
 # ── pieces ───────────────────────────────────────────────────────────────────────────────────────────────────
 
 
-def _lang(lang: str) -> str:
-    """A key of TEXTS; an unknown language falls back to English rather than failing a notification."""
-    code = (lang or "").lower()
-    return code if code in TEXTS else "en"
-
-
-def _field(value: str, limit: int) -> str:
-    """A one-line plain-text value, cut before escaping so the cut never lands inside an entity."""
-    return escape(truncate(" ".join(value.split()), limit))
-
-
-def _header(icon: str, general: int, title: str, web_url: str, texts: dict[str, str]) -> str:
-    label = _field(title, TITLE_LIMIT) or escape(texts["untitled"])
-    return f'{icon} <b>#{escape(general)}</b> <a href="{escape(task_url(web_url, general))}">{label}</a>'
+_lang = language
+_field = field
 
 
 def _change_line(event: Event, lang: str, tz: ZoneInfo, names: StatusNames = _no_names) -> str:
-    texts = TEXTS[lang]
+    texts = catalogue(lang)
     match event.payload:
         case Reminder(lead=lead_text, deadline=deadline):
             due = _value(format_deadline(deadline, lang=lang, tz=tz))
@@ -276,7 +204,7 @@ def _change_line(event: Event, lang: str, tz: ZoneInfo, names: StatusNames = _no
                 return texts["overdue_no_deadline"]
             return texts["overdue"].format(deadline=_value(format_deadline(deadline, lang=lang, tz=tz)))
         case DeadlineMove(old=old, new=new):
-            return f"{texts['deadline']}: {_transition(format_deadline(old, lang=lang, tz=tz), format_deadline(new, lang=lang, tz=tz))}"
+            return f"{texts['deadline']}: {_transition(format_deadline(old, lang=lang, tz=tz), deadline_after(old, new, lang=lang, tz=tz))}"
         case StatusMove() as move:
             old = _status_name(move.old, move.old_name, lang, names)
             return f"{texts['status']}: {_transition(old, _status_name(move.new, move.new_name, lang, names) or '—')}"
@@ -320,27 +248,14 @@ def _lead(text: str | None, lang: str) -> str | None:
     parts = _LEAD_PART.findall(compact)
     if not parts or "".join(n + u for n, u in parts).lower() != compact.lower():
         return (text or "").strip() or None
-    units = dict(item.split("=") for item in TEXTS[lang]["units"].split(";"))
-    return " ".join(f"{int(n)} {_plural(int(n), units[u.lower()], lang)}" for n, u in parts)
-
-
-def _plural(n: int, forms: str, lang: str) -> str:
-    """The word form for n: "one|few|many" (Russian rules; English uses one|many)."""
-    one, few, many = forms.split("|")
-    if lang == "ru":
-        if n % 10 == 1 and n % 100 != 11:
-            return one
-        if 2 <= n % 10 <= 4 and not 12 <= n % 100 <= 14:
-            return few
-        return many
-    return one if n == 1 else many
+    return " ".join(f"{int(n)} {plural(lang, 'unit_' + u.lower(), int(n))}" for n, u in parts)
 
 
 def _render_digest(digest: Digest, lang: str, tz: ZoneInfo, web_url: str, names: StatusNames) -> str:
     """Many changes folded into one message (a catch-up after downtime, or a burst while running): one line per
     change, newest last. The poller already split a long digest into parts that fit (digest_parts); "and N more"
     is only a safety net for items that render longer than measured."""
-    texts = TEXTS[lang]
+    texts = catalogue(lang)
     items: list[Event] = []
     for data in digest.items:
         try:
@@ -349,7 +264,7 @@ def _render_digest(digest: Digest, lang: str, tz: ZoneInfo, web_url: str, names:
             continue  # one unreadable item must not cost the whole digest
     total = max(len(digest.items), len(items))
     shown = digest.total if digest.total is not None else total  # a part's header counts the whole digest
-    changes = _plural(shown, texts["changes"], lang)
+    changes = plural(lang, "changes", shown)
     title = texts["burst" if digest.why == "burst" else "digest"].format(n=shown, changes=changes)
     if digest.parts > 1:
         title += f" ({digest.part}/{digest.parts})"
@@ -371,7 +286,7 @@ def _render_digest(digest: Digest, lang: str, tz: ZoneInfo, web_url: str, names:
 
 
 def _digest_line(item: Event, lang: str, tz: ZoneInfo, web_url: str, names: StatusNames = _no_names) -> str:
-    texts = TEXTS[lang]
+    texts = catalogue(lang)
     url = escape(task_url(web_url, item.task_general))
     title = escape(truncate(" ".join(item.task_title.split()), DIGEST_TITLE_LIMIT)) or escape(texts["untitled"])
     when = escape(_when(item.occurred_at, tz))
@@ -387,7 +302,7 @@ def digest_parts(events: Sequence[Event], *, web_url: str, tz: ZoneInfo) -> list
     parts: list[list[Event]] = [[]]
     used = 0
     for item in events:
-        cost = max(_visible_len(_digest_line(item, lang, tz, web_url)) for lang in TEXTS) + 1
+        cost = max(_visible_len(_digest_line(item, lang, tz, web_url)) for lang in CATALOGUE) + 1
         if parts[-1] and used + cost > DIGEST_BUDGET:
             parts.append([])
             used = 0
@@ -400,7 +315,7 @@ def relative_deadline(due: float, now: datetime, lang: str) -> str:
     """How far a deadline (epoch seconds) is from `now`, in words: "in 3 hours", "2 days overdue" (whole units,
     rounded down, at least 1 minute; hours up to two days, then days)."""
     lang = _lang(lang)
-    texts = TEXTS[lang]
+    texts = catalogue(lang)
     seconds = due - now.timestamp()
     minutes = max(1, int(abs(seconds) // 60))
     if minutes < 60:
@@ -409,15 +324,14 @@ def relative_deadline(due: float, now: datetime, lang: str) -> str:
         n, unit = minutes // 60, "h"
     else:
         n, unit = minutes // (24 * 60), "d"
-    units = dict(item.split("=") for item in texts["units"].split(";"))
     key = "due_in" if seconds > 0 else "due_late"
-    return texts[key].format(n=n, unit=_plural(n, units[unit], lang))
+    return texts[key].format(n=n, unit=plural(lang, "unit_" + unit, n))
 
 
 def _render_daily(daily: Daily, now: datetime, lang: str, tz: ZoneInfo, web_url: str) -> str:
     """The daily digest of one chat: its overdue tasks, then those due that day, each linked, cut at a line
     boundary with "and N more" so that it always fits. Dates in the chat's zone (the payload's)."""
-    texts = TEXTS[lang]
+    texts = catalogue(lang)
     try:
         zone = ZoneInfo(daily.zone) if daily.zone else tz
     except (KeyError, ValueError):
@@ -450,7 +364,7 @@ def _render_daily(daily: Daily, now: datetime, lang: str, tz: ZoneInfo, web_url:
 
 
 def _daily_line(item: dict, lang: str, tz: ZoneInfo, web_url: str, now: datetime) -> str:
-    texts = TEXTS[lang]
+    texts = catalogue(lang)
     try:
         general = int(item.get("general") or 0)
     except (TypeError, ValueError):
@@ -470,7 +384,7 @@ def _when(moment: datetime, tz: ZoneInfo) -> str:
     return moment.astimezone(tz).strftime("%d.%m %H:%M")
 
 
-def _fit(message: str, icon: str, general: int, web_url: str, texts: dict[str, str]) -> str:
+def _fit(message: str, icon: str, general: int, web_url: str, texts: Mapping[str, str]) -> str:
     """The message if Telegram will take it, else a short one with the number and the link: something arrives."""
     if _visible_len(message) <= MESSAGE_LIMIT:
         return message
@@ -481,6 +395,4 @@ def _fit(message: str, icon: str, general: int, web_url: str, texts: dict[str, s
     return f"{icon} <b>#{escape(general)}</b>"
 
 
-def _visible_len(message: str) -> int:
-    """UTF-16 length of what Telegram will show; exact for our output, whose text never holds a raw '<'."""
-    return utf16_len(html.unescape(_TAG.sub("", message)))
+_visible_len = visible_len
