@@ -145,7 +145,7 @@ def test_hostile_values_are_escaped_everywhere(value, lang):
             importance="HIGH",
         )
         plain = accepted(render_event(hostile, lang=lang, tz=MOSCOW, web_url=WEB))
-        shown = truncate(" ".join(value.split()), render.TITLE_LIMIT)
+        shown = truncate(" ".join(value.split()), markup.TITLE_LIMIT)
         assert shown in plain or not shown
 
 
@@ -272,7 +272,7 @@ def test_any_event_renders_to_an_accepted_message(kind, lang, title, old, new, a
     """Whatever the titles, names and values hold, Telegram accepts the event message and it fits."""
     hostile = event(kind, task_title=title, old_value=old, new_value=new, actor_name=actor, project_title=project)
     plain = accepted(render_event(hostile, lang=lang, tz=MOSCOW, web_url=WEB))
-    assert truncate(" ".join(title.split()), render.TITLE_LIMIT) in plain
+    assert truncate(" ".join(title.split()), markup.TITLE_LIMIT) in plain
 
 
 @FAST

@@ -12,8 +12,8 @@ from aiogram.types import Message
 from bot import __version__
 from bot.chat.access import Viewer
 from bot.chat.context import ChatContext
-from bot.chat.texts import texts
-from bot.notify.render import escape, truncate
+from bot.i18n import texts
+from bot.notify.markup import escape, truncate
 from bot.redact import redact
 from bot.watch.poller import FIRST_START
 

@@ -26,12 +26,12 @@ from bot.events import (
     Reminder,
     StatusMove,
 )
-from bot.i18n import CATALOGUE, language, plural, texts as catalogue
+from bot.i18n import CATALOGUE, language, plural
+from bot.i18n import texts as catalogue
 from bot.notify.markup import (
     MESSAGE_LIMIT,
     NAME_LIMIT,
     SHORT_TITLE_LIMIT,
-    TITLE_LIMIT,
     escape,
     field,
     importance_line,
