@@ -31,7 +31,7 @@ from bot.chat.tasks import parse_task_number
 from bot.config import Settings
 from bot.events import OVERDUE, REMINDER, Event
 from bot.i18n import texts
-from bot.notify.markup import button, keyboard, open_button
+from bot.notify.markup import button, escape, keyboard, open_button
 from bot.planfix.models import Action, PersonRef
 from state.actions import Actions, Write
 from state.records import DeliveryRow
@@ -133,19 +133,19 @@ async def tell(bot: Bot | None, ctx: ChatContext, desk: ActionDesk, chat_id: int
     assert bot is not None
     words = texts(lang)
     if result.outcome == Outcome.DONE and result.write is not None and result.write.new_status is not None:
-        body = words["status_changed"].format(number=number, status=html.escape(text))
+        body = words["status_changed"].format(number=number, status=escape(text))
     elif result.outcome == Outcome.DONE:
         body = words["comment_added"].format(number=number)
     elif result.outcome == Outcome.NOT_FOUND:
         body = words["not_saved"].format(reason=words["reason_not_found"].format(number=number))
     elif result.outcome == Outcome.REFUSED:
-        body = words["not_saved"].format(reason=html.escape(result.reason))
+        body = words["not_saved"].format(reason=escape(result.reason))
     elif result.outcome == Outcome.UNCERTAIN:
         body = words["uncertain"]
     else:
         body = words["not_saved"].format(reason=words["reason_unavailable"])
     if result.outcome != Outcome.DONE:
-        quoted = html.escape(text.strip()[:QUOTE_LIMIT])
+        quoted = escape(text.strip()[:QUOTE_LIMIT])
         body += f"\n{words['your_text']}\n<blockquote>{quoted}</blockquote>"
     markup = None
     if result.outcome in (Outcome.DONE, Outcome.UNCERTAIN, Outcome.REFUSED):
@@ -198,8 +198,8 @@ async def on_status_button(query: CallbackQuery, callback_data: StatusButton, ch
                             chat_id=message.chat.id, number=number, new_status=callback_data.status,
                             status_name=name)
     if result.outcome == Outcome.DONE:
-        who = html.escape(result.write.actor_name if result.write else telegram_name(query))
-        line = words["status_line"].format(status=html.escape(name), name=who)
+        who = escape(result.write.actor_name if result.write else telegram_name(query))
+        line = words["status_line"].format(status=escape(name), name=who)
         rows = _without_status_rows(message.reply_markup)
         if not result.again:
             try:

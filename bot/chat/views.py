@@ -13,11 +13,11 @@ from bot.i18n import texts
 from bot.notify.markup import (
     MESSAGE_LIMIT,
     NAME_LIMIT,
-    SHORT_TITLE_LIMIT,
     escape,
     importance_line,
+    number_link,
+    short_title,
     task_header,
-    task_link,
     truncate,
     utf16_len,
     visible_len,
@@ -233,9 +233,7 @@ def deadline_text(view: TaskView, *, lang: str, tz: ZoneInfo, now: datetime) -> 
 def render_line(view: TaskView, *, lang: str, tz: ZoneInfo, now: datetime, web_url: str) -> str:
     """One task in a list: icon, linked number, title, status, deadline."""
     icon = "⏰" if view.overdue(now) else ("✔️" if not view.is_active else ("📅" if view.deadline else "•"))
-    title = _field(view.title, SHORT_TITLE_LIMIT) or escape(texts(lang)["untitled"])
-    number = task_link(web_url, view.general, f"#{escape(view.general)}")
-    line = f"{icon} {number} {title} · {_field(view.status_name, NAME_LIMIT)}"
+    line = f"{icon} {number_link(web_url, view.general)} {short_title(view.title, lang)} · {_field(view.status_name)}"
     if view.deadline:
         line += f" — {deadline_text(view, lang=lang, tz=tz, now=now)}"
     return line

@@ -15,7 +15,7 @@ if TYPE_CHECKING:  # aiogram's types load on first use: the renderer alone (benc
 
 __all__ = [
     "MESSAGE_LIMIT", "NAME_LIMIT", "SHORT_TITLE_LIMIT", "TITLE_LIMIT", "button", "escape", "field", "importance_line",
-    "keyboard", "open_button", "task_header", "task_link", "task_url", "truncate", "utf16_len", "visible_len",
+    "keyboard", "link", "number_link", "open_button", "short_title", "task_header", "task_link", "task_url", "truncate", "utf16_len", "visible_len",
 ]
 
 MESSAGE_LIMIT = 4096  # Telegram's limit on the text after entity parsing, in UTF-16 code units
@@ -44,9 +44,24 @@ def task_url(web_url: str, general: int) -> str:
     return f"{web_url.rstrip('/')}/task/{general}"
 
 
+def link(url: str, label: str) -> str:
+    """`label` (already HTML) linked to `url`."""
+    return f'<a href="{escape(url)}">{label}</a>'
+
+
 def task_link(web_url: str, general: int, label: str) -> str:
     """`label` (already HTML) linked to the task."""
-    return f'<a href="{escape(task_url(web_url, general))}">{label}</a>'
+    return link(task_url(web_url, general), label)
+
+
+def number_link(web_url: str, general: int) -> str:
+    """"#1234" linked to the task, as lists and digests start their lines."""
+    return task_link(web_url, general, f"#{escape(general)}")
+
+
+def short_title(title: str, lang: str) -> str:
+    """A task title for one line of a list or a digest."""
+    return field(title, SHORT_TITLE_LIMIT) or escape(texts(lang)["untitled"])
 
 
 def task_header(icon: str, general: int, title: str, web_url: str, lang: str) -> str:

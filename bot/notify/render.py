@@ -31,10 +31,11 @@ from bot.i18n import texts as catalogue
 from bot.notify.markup import (
     MESSAGE_LIMIT,
     NAME_LIMIT,
-    SHORT_TITLE_LIMIT,
     escape,
     field,
     importance_line,
+    number_link,
+    short_title,
     task_header,
     task_url,
     truncate,
@@ -59,7 +60,6 @@ __all__ = [
 ]
 
 GROUP_LINES = 12  # a coalesced message shows at most this many changes (the latest ones)
-DIGEST_TITLE_LIMIT = SHORT_TITLE_LIMIT
 COMMENT_LIMIT = 1000  # visible units of a comment in its own notice
 COMMENT_LINE_LIMIT = 200  # … and as one line of a coalesced message or a digest
 FILES_LIMIT = 300  # the list of attached file names
@@ -83,7 +83,7 @@ _LEAD_PART = re.compile(r"(\d{1,6})\s*([mhdw])", re.IGNORECASE)
 def render_event(event: Event, *, lang: str, tz: ZoneInfo, web_url: str, names: StatusNames = _no_names) -> str:
     """One notification about one change of one task (or a digest of many), as Telegram HTML, in `lang`: status
     names come from `names` in that language at send time."""
-    lang = _lang(lang)
+    lang = language(lang)
     texts = catalogue(lang)
     match event.payload:
         case Digest() as digest:
@@ -97,7 +97,7 @@ def render_event(event: Event, *, lang: str, tz: ZoneInfo, web_url: str, names: 
     lines = _task_lines(event, lang, web_url)
     lines.append(_change_line(event, lang, tz, names))
     if event.actor_name:
-        lines.append(f"{texts['changed_by']}: {_field(event.actor_name, NAME_LIMIT)}")
+        lines.append(f"{texts['changed_by']}: {field(event.actor_name, NAME_LIMIT)}")
     return _fit("\n".join(lines), icon, event.task_general, web_url, texts)
 
 
@@ -106,7 +106,7 @@ def _task_lines(event: Event, lang: str, web_url: str) -> list[str]:
     texts = catalogue(lang)
     lines = [task_header(ICONS.get(event.kind, ICONS["other"]), event.task_general, event.task_title, web_url, lang)]
     if event.project_title:
-        lines.append(f"{texts['project']}: {_field(event.project_title, NAME_LIMIT)}")
+        lines.append(f"{texts['project']}: {field(event.project_title, NAME_LIMIT)}")
     if event.importance == "HIGH":
         lines.append(importance_line("HIGH", lang))
     return lines
@@ -124,7 +124,7 @@ def _comment_lines(event: Event, comment: Comment, texts: Mapping[str, str], web
 
 
 def _files(names: Sequence[str]) -> str:
-    return _field(", ".join(" ".join(n.split()) for n in names), FILES_LIMIT)
+    return field(", ".join(" ".join(n.split()) for n in names), FILES_LIMIT)
 
 
 def render_events(events: Sequence[Event], *, lang: str, tz: ZoneInfo, web_url: str,
@@ -135,14 +135,14 @@ def render_events(events: Sequence[Event], *, lang: str, tz: ZoneInfo, web_url: 
         return render_event(events[0], lang=lang, tz=tz, web_url=web_url, names=names)
     if not events:
         raise ValueError("render_events needs at least one event")
-    lang = _lang(lang)
+    lang = language(lang)
     texts = catalogue(lang)
     last = events[-1]
     kinds = {e.kind for e in events}
     icon = ICONS.get(last.kind, ICONS["other"]) if len(kinds) == 1 else ICONS["other"]
     lines = [task_header(icon, last.task_general, last.task_title, web_url, lang)]
     if last.project_title:
-        lines.append(f"{texts['project']}: {_field(last.project_title, NAME_LIMIT)}")
+        lines.append(f"{texts['project']}: {field(last.project_title, NAME_LIMIT)}")
     if last.importance == "HIGH":
         lines.append(importance_line("HIGH", lang))
     actors = list(dict.fromkeys(" ".join(e.actor_name.split()) for e in events if e.actor_name))
@@ -153,10 +153,10 @@ def render_events(events: Sequence[Event], *, lang: str, tz: ZoneInfo, web_url: 
     for item in shown:
         line = _change_line(item, lang, tz, names)
         if len(actors) > 1 and item.actor_name:
-            line += f" — {_field(item.actor_name, NAME_LIMIT)}"
+            line += f" — {field(item.actor_name, NAME_LIMIT)}"
         lines.append(line)
     if len(actors) == 1:
-        lines.append(f"{texts['changed_by']}: {_field(actors[0], NAME_LIMIT)}")
+        lines.append(f"{texts['changed_by']}: {field(actors[0], NAME_LIMIT)}")
     return _fit("\n".join(lines), icon, last.task_general, web_url, texts)
 
 
@@ -186,8 +186,6 @@ def deadline_after(old: str | None, new: str | None, *, lang: str, tz: ZoneInfo)
 # ── pieces ───────────────────────────────────────────────────────────────────────────────────────────────────
 
 
-_lang = language
-_field = field
 
 
 def _change_line(event: Event, lang: str, tz: ZoneInfo, names: StatusNames = _no_names) -> str:
@@ -229,7 +227,7 @@ def _transition(old: str, new: str) -> str:
 
 
 def _value(text: str) -> str:
-    return _field(text, NAME_LIMIT)
+    return field(text, NAME_LIMIT)
 
 
 def _date(day: date) -> str:
@@ -272,7 +270,7 @@ def _render_digest(digest: Digest, lang: str, tz: ZoneInfo, web_url: str, names:
     used = 0
     for index, item in enumerate(items):
         line = _digest_line(item, lang, tz, web_url, names)
-        cost = _visible_len(line) + 1
+        cost = visible_len(line) + 1
         if used + cost > DIGEST_BUDGET:
             rest = total - index
             lines.append(escape(texts["more"].format(n=rest)))
@@ -286,13 +284,11 @@ def _render_digest(digest: Digest, lang: str, tz: ZoneInfo, web_url: str, names:
 
 
 def _digest_line(item: Event, lang: str, tz: ZoneInfo, web_url: str, names: StatusNames = _no_names) -> str:
-    texts = catalogue(lang)
-    url = escape(task_url(web_url, item.task_general))
-    title = escape(truncate(" ".join(item.task_title.split()), DIGEST_TITLE_LIMIT)) or escape(texts["untitled"])
+    title = short_title(item.task_title, lang)
     when = escape(_when(item.occurred_at, tz))
-    line = f'• {when} <a href="{url}">#{escape(item.task_general)}</a> {title}: {_change_line(item, lang, tz, names)}'
+    line = f"• {when} {number_link(web_url, item.task_general)} {title}: {_change_line(item, lang, tz, names)}"
     if item.actor_name:
-        line += f" — {_field(item.actor_name, NAME_LIMIT)}"
+        line += f" — {field(item.actor_name, NAME_LIMIT)}"
     return line
 
 
@@ -302,7 +298,7 @@ def digest_parts(events: Sequence[Event], *, web_url: str, tz: ZoneInfo) -> list
     parts: list[list[Event]] = [[]]
     used = 0
     for item in events:
-        cost = max(_visible_len(_digest_line(item, lang, tz, web_url)) for lang in CATALOGUE) + 1
+        cost = max(visible_len(_digest_line(item, lang, tz, web_url)) for lang in CATALOGUE) + 1
         if parts[-1] and used + cost > DIGEST_BUDGET:
             parts.append([])
             used = 0
@@ -314,7 +310,7 @@ def digest_parts(events: Sequence[Event], *, web_url: str, tz: ZoneInfo) -> list
 def relative_deadline(due: float, now: datetime, lang: str) -> str:
     """How far a deadline (epoch seconds) is from `now`, in words: "in 3 hours", "2 days overdue" (whole units,
     rounded down, at least 1 minute; hours up to two days, then days)."""
-    lang = _lang(lang)
+    lang = language(lang)
     texts = catalogue(lang)
     seconds = due - now.timestamp()
     minutes = max(1, int(abs(seconds) // 60))
@@ -353,7 +349,7 @@ def _render_daily(daily: Daily, now: datetime, lang: str, tz: ZoneInfo, web_url:
         lines.append(f"\n<b>{escape(title)}</b>")
         for item in group:
             line = _daily_line(item, lang, zone, web_url, now)
-            cost = _visible_len(line) + 1
+            cost = visible_len(line) + 1
             if used + cost > DIGEST_BUDGET:
                 lines.append(escape(texts["more"].format(n=len(items) - shown)))
                 return _fit("\n".join(lines), ICONS[DAILY], 0, web_url, texts)
@@ -364,18 +360,16 @@ def _render_daily(daily: Daily, now: datetime, lang: str, tz: ZoneInfo, web_url:
 
 
 def _daily_line(item: dict, lang: str, tz: ZoneInfo, web_url: str, now: datetime) -> str:
-    texts = catalogue(lang)
     try:
         general = int(item.get("general") or 0)
     except (TypeError, ValueError):
         general = 0
-    url = escape(task_url(web_url, general))
-    title = escape(truncate(" ".join(str(item.get("title") or "").split()), DIGEST_TITLE_LIMIT)) or escape(texts["untitled"])
+    title = short_title(str(item.get("title") or ""), lang)
     when = escape(format_deadline(item.get("deadline"), lang=lang, tz=tz))
     due = item.get("deadline_due")
     if isinstance(due, (int, float)) and item.get("overdue"):
         when += f" ({escape(relative_deadline(float(due), now, lang))})"
-    return f'• <a href="{url}">#{escape(general)}</a> {title} — {when}'
+    return f"• {number_link(web_url, general)} {title} — {when}"
 
 
 def _when(moment: datetime, tz: ZoneInfo) -> str:
@@ -386,13 +380,12 @@ def _when(moment: datetime, tz: ZoneInfo) -> str:
 
 def _fit(message: str, icon: str, general: int, web_url: str, texts: Mapping[str, str]) -> str:
     """The message if Telegram will take it, else a short one with the number and the link: something arrives."""
-    if _visible_len(message) <= MESSAGE_LIMIT:
+    if visible_len(message) <= MESSAGE_LIMIT:
         return message
     url = escape(task_url(web_url, general))
     fallback = f"{icon} <b>#{escape(general)}</b>\n{escape(texts['too_long'])}\n<a href=\"{url}\">{url}</a>"
-    if _visible_len(fallback) <= MESSAGE_LIMIT:
+    if visible_len(fallback) <= MESSAGE_LIMIT:
         return fallback
     return f"{icon} <b>#{escape(general)}</b>"
 
 
-_visible_len = visible_len
