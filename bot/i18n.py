@@ -205,6 +205,11 @@ CATALOGUE: dict[str, dict[str, str | tuple[str, ...]]] = {
         "unit_h": ("час", "часа", "часов"),
         "unit_d": ("день", "дня", "дней"),
         "unit_w": ("неделю", "недели", "недель"),
+        # ── abbreviated units (/status), the same for any number ──
+        "abbr_s": "с",
+        "abbr_m": "мин",
+        "abbr_h": "ч",
+        "abbr_d": "д",
     },
     "en": {
         # ── chat commands ──
@@ -391,6 +396,11 @@ CATALOGUE: dict[str, dict[str, str | tuple[str, ...]]] = {
         "unit_h": ("hour", "hours"),
         "unit_d": ("day", "days"),
         "unit_w": ("week", "weeks"),
+        # ── abbreviated units (/status), the same for any number ──
+        "abbr_s": "s",
+        "abbr_m": "min",
+        "abbr_h": "h",
+        "abbr_d": "d",
     },
 }
 
