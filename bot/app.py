@@ -26,11 +26,11 @@ from bot.chat.audience import ChatAudience
 from bot.chat.commands import ChatContext, build_router, set_bot_commands
 from bot.chat.digest import CHECK_EVERY, DIGEST_GRACE, DailyDigest
 from bot.chat.replies import attribute_own, notice_buttons, recover_writes, skip_own_actor
-from bot.chat.texts import texts
 from bot.config import ConfigError, Settings, load_settings
 from bot.events import Event
 from bot.health import DaemonStatus
 from bot.housekeeping import PRUNE_EVERY, prune_history
+from bot.i18n import texts
 from bot.notify import render
 from bot.notify.compose import build_sender
 from bot.notify.routing import deliveries

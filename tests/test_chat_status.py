@@ -6,8 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from bot.chat.commands import set_bot_commands
-from bot.chat.texts import MENU
+from bot.chat.commands import MENU, set_bot_commands
 from tests.chat_harness import ADMIN_TG, ANNA_TG, ChatHarness
 
 

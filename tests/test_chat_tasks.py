@@ -32,7 +32,7 @@ async def test_card_shows_every_field_and_the_latest_actions_rendered_safely(h):
     """The card shows every field, "in 3 hours", auditors and safely converted latest actions, with four buttons."""
     [card] = await h.send(f"/task {h.task.general}")
     text = card.plain_text
-    for expected in ('Launch <site> & "co"', "Status: In progress", "Importance: ❗ high", "Project: Website",
+    for expected in ('Launch <site> & "co"', "Status: In progress", "❗ Importance: high", "Project: Website",
                      "(in 3 hours)", "Owner: Boris", "Assignees: Anna", "Auditors: Cyril", "Latest actions:",
                      "Looks good &", "status: New → In progress"):
         assert expected in text, (expected, text)

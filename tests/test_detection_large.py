@@ -234,7 +234,8 @@ async def test_150_tasks_moved_at_once_reach_each_chat_as_one_grouped_message_na
 
     from bot.events import DIGEST, Event
     from bot.fakes.telegram_html import parse_telegram_html
-    from bot.notify.render import MESSAGE_LIMIT, _visible_len, digest_parts, render_event, utf16_len
+    from bot.notify.markup import visible_len as _visible_len
+    from bot.notify.render import MESSAGE_LIMIT, digest_parts, render_event, utf16_len
 
     web, zone = "https://acme.planfix.com", ZoneInfo("Europe/Moscow")
     tasks = [world.pf.add_task(title=f"Landing page section {i} — copy, images and the «contact» form",

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from bot.events import DEADLINE, OVERDUE, STATUS, Event, legacy_payload
 from bot.fakes.telegram_html import parse_telegram_entities, parse_telegram_html
-from bot.notify import render
+from bot.notify import markup, render
 from bot.notify.render import (
     MESSAGE_LIMIT,
     escape,
@@ -110,11 +110,13 @@ def test_deadline_datetimes_are_shown_in_the_display_zone():
 
 
 def test_deadline_set_and_removed():
-    """A missing deadline reads "не задан" / "not set" on either side of the arrow."""
+    """A deadline set where there was none reads "не задан" / "not set" before the arrow; a removed one says so in
+    words ("снят" / "removed"), not with a dash."""
     set_ = event(DEADLINE, old_value=None, new_value="2018-03-07")
     removed = event(DEADLINE, old_value="2018-03-07", new_value=None)
     assert "Срок: не задан → 07.03.2018" in accepted(render_event(set_, lang="ru", tz=MOSCOW, web_url=WEB))
-    assert "Deadline: 07.03.2018 → not set" in accepted(render_event(removed, lang="en", tz=MOSCOW, web_url=WEB))
+    assert "Deadline: 07.03.2018 → removed" in accepted(render_event(removed, lang="en", tz=MOSCOW, web_url=WEB))
+    assert "Срок: 07.03.2018 → снят" in accepted(render_event(removed, lang="ru", tz=MOSCOW, web_url=WEB))
 
 
 def test_overdue_names_the_missed_deadline():
@@ -143,7 +145,7 @@ def test_hostile_values_are_escaped_everywhere(value, lang):
             importance="HIGH",
         )
         plain = accepted(render_event(hostile, lang=lang, tz=MOSCOW, web_url=WEB))
-        shown = truncate(" ".join(value.split()), render.TITLE_LIMIT)
+        shown = truncate(" ".join(value.split()), markup.TITLE_LIMIT)
         assert shown in plain or not shown
 
 
@@ -163,7 +165,7 @@ def test_fields_are_cut_before_markup():
 
 def test_overflow_falls_back_to_number_and_link(monkeypatch):
     """If the fields still don't fit, a short message with the number and the link is sent instead."""
-    monkeypatch.setattr(render, "TITLE_LIMIT", 50_000)
+    monkeypatch.setattr(markup, "TITLE_LIMIT", 50_000)
     message = render_event(event(task_title="x" * 5_000), lang="ru", tz=MOSCOW, web_url=WEB)
     plain = accepted(message)
     assert plain.startswith("🔄 #525330\n") and plain.endswith(f"{WEB}/task/525330")
@@ -270,7 +272,7 @@ def test_any_event_renders_to_an_accepted_message(kind, lang, title, old, new, a
     """Whatever the titles, names and values hold, Telegram accepts the event message and it fits."""
     hostile = event(kind, task_title=title, old_value=old, new_value=new, actor_name=actor, project_title=project)
     plain = accepted(render_event(hostile, lang=lang, tz=MOSCOW, web_url=WEB))
-    assert truncate(" ".join(title.split()), render.TITLE_LIMIT) in plain
+    assert truncate(" ".join(title.split()), markup.TITLE_LIMIT) in plain
 
 
 @FAST

@@ -18,8 +18,8 @@ from aiogram import BaseMiddleware, Bot
 from aiogram.enums import ChatType
 from aiogram.types import CallbackQuery, Chat, Message, TelegramObject
 
-from bot.chat.texts import texts
 from bot.config import UserLink
+from bot.i18n import texts
 from bot.planfix.models import Task
 
 log = structlog.get_logger(__name__)

@@ -16,9 +16,14 @@ from bot.chat import lists, makers, mute, replies, status, subscriptions, tasks
 from bot.chat.access import AccessMiddleware, Viewer
 from bot.chat.context import ChatContext
 from bot.chat.errors import on_error
-from bot.chat.texts import ADMIN_COMMANDS, LANGUAGES, MENU, texts
+from bot.i18n import LANGUAGES, texts
 
 log = structlog.get_logger(__name__)
+
+# The command menu (setMyCommands), in this order; its descriptions are the catalogue's commands_* texts.
+MENU = ("my", "today", "overdue", "find", "task", "follow", "unfollow", "subscribe", "unsubscribe", "subscriptions",
+        "mute", "unmute", "lang", "status", "help")
+ADMIN_COMMANDS = frozenset({"status"})  # in the bot's admins' menu only (a per-chat BotCommandScope)
 
 __all__ = ["ChatContext", "build_router", "set_bot_commands"]
 

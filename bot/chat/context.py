@@ -13,10 +13,10 @@ from zoneinfo import ZoneInfo
 import structlog
 
 from bot.chat.allowance import Allowance
-from bot.chat.texts import LANGUAGES
 from bot.clock import utc_now
 from bot.config import Settings
 from bot.health import PROCESS_STARTED, DaemonStatus, is_fresh, read_status
+from bot.i18n import LANGUAGES
 from bot.planfix.budget import Priority, priority
 from bot.planfix.client import PlanfixClient
 from bot.planfix.errors import PlanfixError, PlanfixItemError

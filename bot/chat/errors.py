@@ -8,7 +8,7 @@ import structlog
 from aiogram.types import ErrorEvent
 
 from bot.chat.context import ChatContext
-from bot.chat.texts import texts
+from bot.i18n import texts
 
 log = structlog.get_logger(__name__)
 

@@ -9,7 +9,7 @@ from aiogram.types import Message
 
 from bot.chat.access import Viewer, may_change_or_refuse
 from bot.chat.context import ChatContext
-from bot.chat.texts import LANGUAGES, texts
+from bot.i18n import LANGUAGES, texts
 
 log = structlog.get_logger(__name__)
 

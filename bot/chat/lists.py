@@ -17,14 +17,14 @@ import structlog
 from aiogram import Router
 from aiogram.exceptions import TelegramBadRequest
 from aiogram.filters import Command, CommandObject
-from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, LinkPreviewOptions, Message
+from aiogram.types import CallbackQuery, InlineKeyboardMarkup, LinkPreviewOptions, Message
 
 from bot.chat.access import Viewer, may_see, sql_prefilter
 from bot.chat.callbacks import ListKind, ListPage
 from bot.chat.context import ChatContext, OverAllowance, PlanfixUnavailable
-from bot.chat.texts import texts
 from bot.chat.views import TaskView, render_line
-from bot.notify.render import escape, truncate
+from bot.i18n import texts
+from bot.notify.markup import button, escape, keyboard, truncate
 from bot.planfix.errors import PlanfixItemError
 
 log = structlog.get_logger(__name__)
@@ -169,12 +169,12 @@ def _shown_query(query: str) -> str:
 def _buttons(request: ListRequest, page: int, pages: int) -> InlineKeyboardMarkup | None:
     row = []
     if page > 0:
-        row.append(InlineKeyboardButton(text="◀", callback_data=ListPage(
+        row.append(button("◀", data=ListPage(
             kind=request.kind, page=page - 1, owner=request.owner, query=request.query_id).pack()))
     if page < pages - 1:
-        row.append(InlineKeyboardButton(text="▶", callback_data=ListPage(
+        row.append(button("▶", data=ListPage(
             kind=request.kind, page=page + 1, owner=request.owner, query=request.query_id).pack()))
-    return InlineKeyboardMarkup(inline_keyboard=[row]) if row else None
+    return keyboard(row)
 
 
 # ── handlers ─────────────────────────────────────────────────────────────────────────────────────────────────

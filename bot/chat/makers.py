@@ -16,8 +16,8 @@ from aiogram.types import ChatMemberUpdated
 
 from bot.chat.access import Standing, maker_standing, viewer_for
 from bot.chat.context import ChatContext
-from bot.chat.texts import texts
-from bot.notify.render import escape, truncate
+from bot.i18n import texts
+from bot.notify.markup import escape, truncate
 
 log = structlog.get_logger(__name__)
 

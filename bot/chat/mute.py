@@ -12,8 +12,8 @@ from aiogram.types import Message
 
 from bot.chat.access import Viewer, may_change_or_refuse
 from bot.chat.context import ChatContext
-from bot.chat.texts import texts
-from bot.notify.render import escape
+from bot.i18n import texts
+from bot.notify.markup import escape
 
 log = structlog.get_logger(__name__)
 

@@ -24,15 +24,14 @@ from aiogram.types import (
 )
 
 from bot.chat.access import Viewer
-from bot.chat.action_texts import action_texts
 from bot.chat.actions import RECOVER_WITHIN, ActionDesk, Outcome, Result, is_our_write, text_of
 from bot.chat.callbacks import StatusAct, StatusButton, TaskAct, TaskButton
 from bot.chat.context import ChatContext
 from bot.chat.tasks import parse_task_number
-from bot.chat.texts import texts
 from bot.config import Settings
 from bot.events import OVERDUE, REMINDER, Event
-from bot.notify.render import task_url
+from bot.i18n import texts
+from bot.notify.markup import button, escape, keyboard, open_button
 from bot.planfix.models import Action, PersonRef
 from state.actions import Actions, Write
 from state.records import DeliveryRow
@@ -53,8 +52,7 @@ def desk_of(ctx: ChatContext) -> ActionDesk:
 
 
 def status_button(number: int, lang: str) -> InlineKeyboardButton:
-    return InlineKeyboardButton(text=action_texts(lang)["status_button"],
-                                callback_data=StatusButton(act=StatusAct.MENU, number=number).pack())
+    return button(texts(lang)["status_button"], data=StatusButton(act=StatusAct.MENU, number=number).pack())
 
 
 def telegram_name(message: Message | CallbackQuery) -> str:
@@ -86,7 +84,7 @@ def _key(update: Update | None, message: Message) -> str:
 
 async def cmd_comment(message: Message, command: CommandObject, chat: ChatContext, viewer: Viewer, lang: str,
                       event_update: Update | None = None) -> None:
-    words = action_texts(lang)
+    words = texts(lang)
     if not chat.settings.actions.enabled:
         await message.answer(words["disabled"])
         return
@@ -100,7 +98,7 @@ async def cmd_comment(message: Message, command: CommandObject, chat: ChatContex
 
 async def on_reply(message: Message, chat: ChatContext, viewer: Viewer, lang: str,
                    event_update: Update | None = None) -> None:
-    words = action_texts(lang)
+    words = texts(lang)
     assert message.reply_to_message is not None
     if not message.text:
         await message.reply(words["only_text"])
@@ -133,26 +131,25 @@ async def tell(bot: Bot | None, ctx: ChatContext, desk: ActionDesk, chat_id: int
     """The brief answer to a comment: a confirmation with the task's link, or the reason with the text quoted back
     (nothing typed is lost)."""
     assert bot is not None
-    words, general = action_texts(lang), texts(lang)
+    words = texts(lang)
     if result.outcome == Outcome.DONE and result.write is not None and result.write.new_status is not None:
-        body = words["status_changed"].format(number=number, status=html.escape(text))
+        body = words["status_changed"].format(number=number, status=escape(text))
     elif result.outcome == Outcome.DONE:
         body = words["comment_added"].format(number=number)
     elif result.outcome == Outcome.NOT_FOUND:
         body = words["not_saved"].format(reason=words["reason_not_found"].format(number=number))
     elif result.outcome == Outcome.REFUSED:
-        body = words["not_saved"].format(reason=html.escape(result.reason))
+        body = words["not_saved"].format(reason=escape(result.reason))
     elif result.outcome == Outcome.UNCERTAIN:
         body = words["uncertain"]
     else:
         body = words["not_saved"].format(reason=words["reason_unavailable"])
     if result.outcome != Outcome.DONE:
-        quoted = html.escape(text.strip()[:QUOTE_LIMIT])
+        quoted = escape(text.strip()[:QUOTE_LIMIT])
         body += f"\n{words['your_text']}\n<blockquote>{quoted}</blockquote>"
     markup = None
     if result.outcome in (Outcome.DONE, Outcome.UNCERTAIN, Outcome.REFUSED):
-        markup = InlineKeyboardMarkup(inline_keyboard=[[
-            InlineKeyboardButton(text=general["open"], url=task_url(ctx.web_url, number))]])
+        markup = keyboard([open_button(ctx.web_url, number, lang)])
     sent = await bot.send_message(
         chat_id, body, reply_markup=markup, link_preview_options=NO_PREVIEW,
         reply_parameters=ReplyParameters(message_id=reply_to, allow_sending_without_reply=True) if reply_to else None,
@@ -178,10 +175,10 @@ def _without_status_rows(markup: InlineKeyboardMarkup | None) -> list[list[Inlin
 
 async def on_status_button(query: CallbackQuery, callback_data: StatusButton, chat: ChatContext, viewer: Viewer,
                            lang: str, bot: Bot) -> None:
-    words, general = action_texts(lang), texts(lang)
+    words = texts(lang)
     message = query.message
     if not isinstance(message, Message):
-        await query.answer(general["expired"], show_alert=True)
+        await query.answer(words["expired"], show_alert=True)
         return
     if not chat.settings.actions.enabled:
         await query.answer(words["disabled"], show_alert=True)
@@ -201,13 +198,13 @@ async def on_status_button(query: CallbackQuery, callback_data: StatusButton, ch
                             chat_id=message.chat.id, number=number, new_status=callback_data.status,
                             status_name=name)
     if result.outcome == Outcome.DONE:
-        who = html.escape(result.write.actor_name if result.write else telegram_name(query))
-        line = words["status_line"].format(status=html.escape(name), name=who)
+        who = escape(result.write.actor_name if result.write else telegram_name(query))
+        line = words["status_line"].format(status=escape(name), name=who)
         rows = _without_status_rows(message.reply_markup)
         if not result.again:
             try:
                 await message.edit_text(f"{message.html_text}\n\n{line}", link_preview_options=NO_PREVIEW,
-                                        reply_markup=InlineKeyboardMarkup(inline_keyboard=rows) if rows else None)
+                                        reply_markup=keyboard(*rows))
             except TelegramBadRequest as exc:
                 log.info("chat.edit_failed", chat=message.chat.id, error=str(exc))
         await query.answer(words["status_changed"].format(number=number, status=name))
@@ -215,37 +212,35 @@ async def on_status_button(query: CallbackQuery, callback_data: StatusButton, ch
     if result.outcome == Outcome.REFUSED:
         await query.answer(words["status_refused"].format(reason=result.reason)[:190], show_alert=True)
     elif result.outcome == Outcome.NOT_FOUND:
-        await query.answer(general["not_found"].format(number=number), show_alert=True)
+        await query.answer(words["not_found"].format(number=number), show_alert=True)
     elif result.outcome == Outcome.UNCERTAIN:
         await query.answer(words["uncertain"][:190], show_alert=True)
     else:
-        await query.answer(general["unavailable"], show_alert=True)
+        await query.answer(words["unavailable"], show_alert=True)
 
 
 async def _show_statuses(query: CallbackQuery, message: Message, desk: ActionDesk, viewer: Viewer, lang: str,
                          number: int) -> None:
-    words, general = action_texts(lang), texts(lang)
+    words = texts(lang)
     try:
         task = await desk.visible_task(viewer, number)
         statuses = await desk.statuses_of(task) if task is not None else []
     except Exception as exc:  # Planfix down or slow: say so, change nothing
         log.warning("chat.planfix_unavailable", what="status menu", error=str(exc) or type(exc).__name__)
-        await query.answer(general["unavailable"], show_alert=True)
+        await query.answer(words["unavailable"], show_alert=True)
         return
     if task is None:
-        await query.answer(general["not_found"].format(number=number), show_alert=True)
+        await query.answer(words["not_found"].format(number=number), show_alert=True)
         return
     choices = [s for s in statuses if s.id != task.status]
     if not choices:
         await query.answer(words["no_other_status"], show_alert=True)
         return
-    buttons = [InlineKeyboardButton(text=s.name_in(lang)[:40],
-                                    callback_data=StatusButton(act=StatusAct.SET, number=number, status=s.id).pack())
+    buttons = [button(s.name_in(lang)[:40], data=StatusButton(act=StatusAct.SET, number=number, status=s.id).pack())
                for s in choices]
     rows = _without_status_rows(message.reply_markup)
     rows += [buttons[i : i + 2] for i in range(0, len(buttons), 2)]
-    rows.append([InlineKeyboardButton(text=words["status_close"],
-                                      callback_data=StatusButton(act=StatusAct.CLOSE, number=number).pack())])
+    rows.append([button(words["status_close"], data=StatusButton(act=StatusAct.CLOSE, number=number).pack())])
     await _set_markup(message, rows)
     await query.answer(words["choose_status"])
 
@@ -272,7 +267,7 @@ def notice_buttons(settings: Settings) -> Callable[[Sequence[Event], int, str], 
             return []
         found: list[tuple[str, str]] = []
         if settings.actions.enabled and chat_id in people:
-            found.append((action_texts(lang)["status_button"],
+            found.append((texts(lang)["status_button"],
                           StatusButton(act=StatusAct.MENU, number=last.task_general).pack()))
         if last.kind in (REMINDER, OVERDUE):
             found.append((texts(lang)["snooze"], TaskButton(act=TaskAct.SNOOZE, number=last.task_general).pack()))

@@ -12,13 +12,12 @@ from aiogram.types import Message
 from bot import __version__
 from bot.chat.access import Viewer
 from bot.chat.context import ChatContext
-from bot.chat.texts import texts
-from bot.notify.render import escape, truncate
+from bot.i18n import texts
+from bot.notify.markup import escape, truncate
 from bot.redact import redact
 from bot.watch.poller import FIRST_START
 
 INACTIVE_SHOWN = 20
-_UNITS = {"ru": ("с", "мин", "ч", "д"), "en": ("s", "min", "h", "d")}
 
 
 def build_router() -> Router:
@@ -29,7 +28,8 @@ def build_router() -> Router:
 
 def duration(seconds: float, lang: str) -> str:
     """"45 s", "12 min", "3 h 12 min", "2 d 5 h"."""
-    s, m, h, d = _UNITS.get(lang, _UNITS["en"])
+    words = texts(lang)
+    s, m, h, d = (words[f"abbr_{unit}"] for unit in "smhd")
     seconds = max(0, int(seconds))
     if seconds < 60:
         return f"{seconds} {s}"

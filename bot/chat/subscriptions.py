@@ -18,10 +18,10 @@ from bot.chat.context import ChatContext, PlanfixUnavailable
 from bot.chat.lookup import find_task
 from bot.chat.makers import note_made
 from bot.chat.tasks import parse_task_number
-from bot.chat.texts import texts
 from bot.chat.views import TaskView
 from bot.events import COMMENT, DEADLINE, EVENT_KINDS, OVERDUE, REMINDER, STATUS
-from bot.notify.render import escape, truncate
+from bot.i18n import texts
+from bot.notify.markup import escape, truncate
 from state.prefs import ALL_PROJECTS
 
 log = structlog.get_logger(__name__)

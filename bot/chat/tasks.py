@@ -11,20 +11,18 @@ from aiogram.exceptions import TelegramBadRequest
 from aiogram.filters import Command, CommandObject
 from aiogram.types import (
     CallbackQuery,
-    InlineKeyboardButton,
     InlineKeyboardMarkup,
     LinkPreviewOptions,
     Message,
 )
 
 from bot.chat.access import Viewer, may_change_chat
-from bot.chat.action_texts import action_texts
 from bot.chat.callbacks import StatusAct, StatusButton, TaskAct, TaskButton
 from bot.chat.context import ChatContext, OverAllowance, PlanfixUnavailable
 from bot.chat.lookup import Found, find_task, latest_actions
-from bot.chat.texts import texts
 from bot.chat.views import render_card
-from bot.notify.render import escape, task_url
+from bot.i18n import texts
+from bot.notify.markup import button, escape, keyboard, open_button
 from state.actions import Actions
 
 log = structlog.get_logger(__name__)
@@ -42,15 +40,16 @@ def card_keyboard(ctx: ChatContext, general: int, lang: str, *, following: bool)
     words = texts(lang)
     follow = TaskButton(act=TaskAct.UNFOLLOW if following else TaskAct.FOLLOW, number=general)
     # Issue 13: Status ▸ only where writing to Planfix is turned on.
-    status = [[InlineKeyboardButton(text=action_texts(lang)["status_button"],
-                                    callback_data=StatusButton(act=StatusAct.MENU, number=general).pack())]]
-    return InlineKeyboardMarkup(inline_keyboard=[
-        [InlineKeyboardButton(text=words["open"], url=task_url(ctx.web_url, general)),
-         InlineKeyboardButton(text=words["refresh"], callback_data=TaskButton(act=TaskAct.REFRESH, number=general).pack())],
-        [InlineKeyboardButton(text=words["unfollow" if following else "follow"], callback_data=follow.pack()),
-         InlineKeyboardButton(text=words["snooze"], callback_data=TaskButton(act=TaskAct.SNOOZE, number=general).pack())],
-        *(status if ctx.settings.actions.enabled else []),
-    ])
+    status = [button(words["status_button"], data=StatusButton(act=StatusAct.MENU, number=general).pack())]
+    markup = keyboard(
+        [open_button(ctx.web_url, general, lang),
+         button(words["refresh"], data=TaskButton(act=TaskAct.REFRESH, number=general).pack())],
+        [button(words["unfollow" if following else "follow"], data=follow.pack()),
+         button(words["snooze"], data=TaskButton(act=TaskAct.SNOOZE, number=general).pack())],
+        status if ctx.settings.actions.enabled else [],
+    )
+    assert markup is not None
+    return markup
 
 
 async def card(ctx: ChatContext, viewer: Viewer, chat_id: int, number: int, lang: str, *,

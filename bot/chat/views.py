@@ -3,35 +3,33 @@ the /task card (with the latest actions) and the one-line form used by lists. Ev
 
 from __future__ import annotations
 
-import html
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from bot.chat.texts import texts
-from bot.notify.render import (
+from bot.i18n import texts
+from bot.notify.markup import (
     MESSAGE_LIMIT,
+    NAME_LIMIT,
     escape,
-    format_deadline,
-    planfix_html_to_telegram,
-    relative_deadline,
-    task_url,
+    importance_line,
+    number_link,
+    short_title,
+    task_header,
     truncate,
     utf16_len,
+    visible_len,
 )
+from bot.notify.markup import field as _field
+from bot.notify.render import deadline_after, format_deadline, planfix_html_to_telegram, relative_deadline
 from bot.planfix.models import Action, Status, Task
 from bot.watch.diff import Snapshot
 
-TITLE_LIMIT = 300
-LIST_TITLE_LIMIT = 80
-NAME_LIMIT = 100
 PEOPLE_LIMIT = 600  # a task with hundreds of assignees must not crowd out the rest of the card
 ACTION_LIMIT = 300  # visible units of one action's text
 ACTIONS_SHOWN = 5
-_TAG = re.compile(r"<[^>]*>")
 
 
 @dataclass(frozen=True)
@@ -152,7 +150,7 @@ def _action_line(data: Mapping[str, Any], *, lang: str, tz: ZoneInfo, web_url: s
         ))
     if data.get("deadline_changed") and data.get("type") != "TASKCREATED":
         old = format_deadline(data.get("deadline_old"), lang=lang, tz=tz)
-        new = format_deadline(data.get("deadline_new"), lang=lang, tz=tz)
+        new = deadline_after(data.get("deadline_old"), data.get("deadline_new"), lang=lang, tz=tz)
         parts.append(words["act_deadline"].format(old=escape(old), new=f"<b>{escape(new)}</b>"))
     # System actions carry localisation placeholders ({log26}); the converter drops them, so only real text stays.
     text = planfix_html_to_telegram(str(data.get("description") or ""), max_len=ACTION_LIMIT, base_url=web_url)
@@ -189,10 +187,10 @@ def render_card(
     """The /task card. `actions` None means the history could not be read (said so on the card)."""
     words = texts(lang)
     lines = [
-        _header(view.general, view.title, web_url, words),
+        task_header("📋", view.general, view.title, web_url, lang),
         f"{words['status']}: <b>{_field(view.status_name, NAME_LIMIT)}</b>"
         + ("" if view.is_active else f" ({escape(words['closed'])})"),
-        f"{words['importance']}: {escape(words.get('importance_' + view.importance) or view.importance)}",
+        importance_line(view.importance, lang),
     ]
     if view.project_title:
         lines.append(f"{words['project']}: {_field(view.project_title, NAME_LIMIT)}")
@@ -235,21 +233,10 @@ def deadline_text(view: TaskView, *, lang: str, tz: ZoneInfo, now: datetime) -> 
 def render_line(view: TaskView, *, lang: str, tz: ZoneInfo, now: datetime, web_url: str) -> str:
     """One task in a list: icon, linked number, title, status, deadline."""
     icon = "⏰" if view.overdue(now) else ("✔️" if not view.is_active else ("📅" if view.deadline else "•"))
-    url = escape(task_url(web_url, view.general))
-    title = _field(view.title, LIST_TITLE_LIMIT) or escape(texts(lang).get("untitled", "…"))
-    line = f'{icon} <a href="{url}">#{escape(view.general)}</a> {title} · {_field(view.status_name, NAME_LIMIT)}'
+    line = f"{icon} {number_link(web_url, view.general)} {short_title(view.title, lang)} · {_field(view.status_name)}"
     if view.deadline:
         line += f" — {deadline_text(view, lang=lang, tz=tz, now=now)}"
     return line
-
-
-def _header(general: int, title: str, web_url: str, words: Mapping[str, str]) -> str:
-    label = _field(title, TITLE_LIMIT) or "…"
-    return f'📋 <b>#{escape(general)}</b> <a href="{escape(task_url(web_url, general))}">{label}</a>'
-
-
-def _field(value: str, limit: int) -> str:
-    return escape(truncate(" ".join(value.split()), limit))
 
 
 def _people(names: Sequence[str], lang: str) -> str:
@@ -264,8 +251,3 @@ def _people(names: Sequence[str], lang: str) -> str:
         shown.append(name)
         used += utf16_len(name) + 2
     return ", ".join(escape(n) for n in shown)
-
-
-def visible_len(message: str) -> int:
-    """UTF-16 length of what Telegram will show (tags removed, entities decoded)."""
-    return utf16_len(html.unescape(_TAG.sub("", message)))

@@ -4,23 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import html
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from bot.notify.planfix_html import truncate, utf16_len
+from bot.notify.markup import MESSAGE_LIMIT, escape, truncate, utf16_len
 from bot.notify.transmit import plain_text
 from bot.redact import redact
 
-MESSAGE_LIMIT = 4096
 NOTICE_BATCH_SECONDS = 0.5  # admin notices raised within this time go out as one message
 REASON_LIMIT = 300
 
 
 def reason(text: str) -> str:
     """A Telegram or network error for an admin notice: redacted, then one line, bounded, escaped."""
-    return html.escape(truncate(" ".join(redact(text).split()), REASON_LIMIT))
+    return escape(truncate(" ".join(redact(text).split()), REASON_LIMIT))
 
 
 def pack(notices: Sequence[str], limit: int) -> list[str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from zoneinfo import ZoneInfo
@@ -12,6 +11,7 @@ from aiogram import Bot
 from bot.config import Settings
 from bot.events import DIGEST, Event
 from bot.notify import render
+from bot.notify.markup import escape, link
 from bot.notify.routing import Audience, route_of_chat, send_time_deferral
 from bot.notify.sender import Rendered, Sender
 from state.store import Store
@@ -36,7 +36,7 @@ def make_renderer(settings: Settings, zone: Callable[[], ZoneInfo], store: Store
             url = web_url  # a digest spans many tasks: the button opens Planfix, each line links its task
         else:
             url = render.task_url(web_url, last.task_general)
-        short = f'<b>#{html.escape(str(last.task_general))}</b> <a href="{html.escape(url)}">{html.escape(url)}</a>'
+        short = f"<b>#{escape(last.task_general)}</b> {link(url, escape(url))}"
         migrated = store.chats.chat_migrations() if (store is not None and silent_routes) else {}
         silent = route_of_chat(chat_id, silent_routes, migrated) is not None
         lang = language(chat_id) if language is not None else default_lang

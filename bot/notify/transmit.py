@@ -10,15 +10,15 @@ from dataclasses import dataclass
 import structlog
 from aiogram import Bot
 from aiogram.exceptions import TelegramBadRequest
-from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup, LinkPreviewOptions
+from aiogram.types import LinkPreviewOptions
 
+from bot.notify.markup import MESSAGE_LIMIT, button, keyboard
 from bot.notify.pacing import Pacing
 from bot.notify.planfix_html import truncate
 from bot.notify.verdicts import is_text_problem
 
 log = structlog.get_logger("bot.notify.sender")
 
-MESSAGE_LIMIT = 4096
 CUT_UNITS = 2000  # a text Telegram calls too long even after our own measuring is cut to this
 
 
@@ -84,9 +84,8 @@ class Transmitter:
                        edit_id: int | None) -> int:
         markup = None
         if rendered.url:  # the button goes on every message and stays on every edit
-            button = InlineKeyboardButton(text=self.open_button_text(chat_id), url=rendered.url)
-            more = [InlineKeyboardButton(text=text, callback_data=data) for text, data in rendered.buttons]
-            markup = InlineKeyboardMarkup(inline_keyboard=[[button], *([more] if more else [])])
+            markup = keyboard([button(self.open_button_text(chat_id), url=rendered.url)],
+                              [button(label, data=data) for label, data in rendered.buttons])
         async with self.pacing.request(chat_id):
             if edit_id is None:
                 message = await self.bot.send_message(

@@ -1,12 +1,27 @@
-"""Everything the chat commands say, in Russian and English. Values are Telegram HTML: anything interpolated into
-them must be escaped by the caller (`bot.notify.render.escape`)."""
+"""Every text the bot says, in Russian and English, with CLDR plural rules as gettext plural expressions."""
 
 from __future__ import annotations
 
-LANGUAGES = ("ru", "en")
+import gettext
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 
-TEXTS: dict[str, dict[str, str]] = {
+LANGUAGES = ("ru", "en")
+FALLBACK = "en"
+
+# gettext's Plural-Forms expressions (the ones GNU gettext ships for these languages; they are CLDR's one/few/many
+# for Russian and one/other for English), compiled by the stdlib exactly as GNUTranslations compiles a .mo header.
+PLURAL_FORMS = {
+    "ru": (3, "n%10==1 && n%100!=11 ? 0 : n%10>=2 && n%10<=4 && (n%100<10 || n%100>=20) ? 1 : 2"),
+    "en": (2, "n != 1"),
+}
+_PLURAL: dict[str, Callable[[int], int]] = {lang: gettext.c2py(expr) for lang, (_, expr) in PLURAL_FORMS.items()}
+
+# Values are Telegram HTML: anything interpolated into them must be escaped by the caller (bot.notify.markup.escape).
+# A tuple is a plural entry: its forms in the order of the language's plural expression.
+CATALOGUE: dict[str, dict[str, str | tuple[str, ...]]] = {
     "ru": {
+        # ── chat commands ──
         "refused": "Извините, этот бот доступен только участникам команды. Ваш Telegram id: {user_id}.",
         "start": "Привет! Я сообщаю об изменениях задач в ПланФиксе.\nID этого чата: <code>{chat_id}</code>\n\n{help}",
         "help": (
@@ -38,11 +53,12 @@ TEXTS: dict[str, dict[str, str]] = {
         "snooze": "💤 Отложить на 1 ч",
         "status": "Статус",
         "importance": "Важность",
-        "importance_HIGH": "❗ срочная",
+        "importance_HIGH": "срочная",
         "importance_AVERAGE": "обычная",
         "project": "Проект",
         "deadline": "Срок",
         "not_set": "не задан",
+        "deadline_removed": "снят",
         "owner": "Постановщик",
         "assignees": "Исполнители",
         "auditors": "Аудиторы",
@@ -141,8 +157,62 @@ TEXTS: dict[str, dict[str, str]] = {
         "commands_lang": "язык чата",
         "commands_status": "состояние бота",
         "commands_help": "справка",
+        # ── writing to Planfix from Telegram ──
+        "status_button": "Статус ▸",
+        "status_close": "✖ Закрыть",
+        "comment_usage": "Напишите: /comment &lt;номер&gt; &lt;текст&gt; — или ответьте текстом на сообщение о задаче.",
+        "comment_added": "💬 Комментарий добавлен к задаче #{number}.",
+        "status_changed": "✅ Статус задачи #{number}: {status}",
+        "status_line": "✅ Статус → <b>{status}</b> ({name})",
+        "choose_status": "Выберите новый статус",
+        "no_other_status": "Других статусов в процессе этой задачи нет.",
+        "only_text": "Комментарием может стать только текст.",
+        "which_task": "Это сообщение о нескольких задачах. Начните ответ с номера (#1234 текст) или напишите: "
+        "/comment &lt;номер&gt; &lt;текст&gt;.",
+        "disabled": "Изменения в ПланФиксе из Telegram выключены (actions.enabled в настройках бота).",
+        "not_saved": "Комментарий не добавлен: {reason}",
+        "status_refused": "ПланФикс отказал: {reason}",
+        "uncertain": "ПланФикс не ответил — возможно, комментарий не сохранён. Проверьте задачу, прежде чем отправлять снова.",
+        "your_text": "Ваш текст:",
+        "reason_not_found": "задача #{number} не найдена или недоступна вам",
+        "reason_unavailable": "ПланФикс сейчас не отвечает, попробуйте через минуту",
+        "via": "{name} (из Telegram)",
+        # ── notifications ──
+        "changed_by": "Изменил(а)",
+        "overdue": "Просрочена (срок был {deadline})",
+        "overdue_no_deadline": "Просрочена",
+        "overdue_flag": "просрочена",
+        "more": "и ещё {n}",
+        "untitled": "(без названия)",
+        "too_long": "Сообщение не поместилось в Telegram — подробности в задаче:",
+        "reminder": "Срок через {lead}: {deadline}",
+        "assigned": "Новый исполнитель",
+        "reminder_soon": "Скоро срок: {deadline}",
+        "earlier": "…и ещё {n} {changes} раньше",
+        "digest": "Пока бот не работал: {n} {changes}",
+        "burst": "Сразу {n} {changes}",
+        "due_in": "через {n} {unit}",
+        "due_late": "просрочена на {n} {unit}",
+        "daily": "Задачи на {day}: просрочено {overdue}, срок сегодня {today}",
+        "daily_overdue": "Просрочены",
+        "daily_today": "Срок сегодня",
+        "comment": "Комментарий",
+        "comment_by": "{name} пишет:",
+        "files": "Файлы",
+        # ── plural forms: a tuple, one form per plural category of the language (PLURAL_FORMS) ──
+        "changes": ("изменение", "изменения", "изменений"),
+        "unit_m": ("минуту", "минуты", "минут"),
+        "unit_h": ("час", "часа", "часов"),
+        "unit_d": ("день", "дня", "дней"),
+        "unit_w": ("неделю", "недели", "недель"),
+        # ── abbreviated units (/status), the same for any number ──
+        "abbr_s": "с",
+        "abbr_m": "мин",
+        "abbr_h": "ч",
+        "abbr_d": "д",
     },
     "en": {
+        # ── chat commands ──
         "refused": "Sorry, this bot is for team members only. Your Telegram id: {user_id}.",
         "start": "Hello! I report task changes from Planfix.\nThis chat's id: <code>{chat_id}</code>\n\n{help}",
         "help": (
@@ -174,11 +244,12 @@ TEXTS: dict[str, dict[str, str]] = {
         "snooze": "💤 Snooze 1 h",
         "status": "Status",
         "importance": "Importance",
-        "importance_HIGH": "❗ high",
+        "importance_HIGH": "high",
         "importance_AVERAGE": "normal",
         "project": "Project",
         "deadline": "Deadline",
         "not_set": "not set",
+        "deadline_removed": "removed",
         "owner": "Owner",
         "assignees": "Assignees",
         "auditors": "Auditors",
@@ -277,15 +348,81 @@ TEXTS: dict[str, dict[str, str]] = {
         "commands_lang": "this chat's language",
         "commands_status": "the bot's health",
         "commands_help": "help",
+        # ── writing to Planfix from Telegram ──
+        "status_button": "Status ▸",
+        "status_close": "✖ Close",
+        "comment_usage": "Send /comment &lt;number&gt; &lt;text&gt; — or reply with text to a message about the task.",
+        "comment_added": "💬 Comment added to task #{number}.",
+        "status_changed": "✅ Task #{number} is now: {status}",
+        "status_line": "✅ Status → <b>{status}</b> ({name})",
+        "choose_status": "Choose the new status",
+        "no_other_status": "This task's process has no other status.",
+        "only_text": "Only text can become a comment.",
+        "which_task": "This message is not about one task. Start the reply with its number (#1234 text) or send "
+        "/comment &lt;number&gt; &lt;text&gt;.",
+        "disabled": "Changing Planfix from Telegram is turned off (actions.enabled in the bot's config).",
+        "not_saved": "The comment was not added: {reason}",
+        "status_refused": "Planfix refused: {reason}",
+        "uncertain": "Planfix did not answer — the comment may not be saved. Check the task before sending it again.",
+        "your_text": "Your text:",
+        "reason_not_found": "task #{number} was not found or is not visible to you",
+        "reason_unavailable": "Planfix is not answering right now, try again in a minute",
+        "via": "{name} (from Telegram)",
+        # ── notifications ──
+        "changed_by": "Changed by",
+        "overdue": "Overdue (was due {deadline})",
+        "overdue_no_deadline": "Overdue",
+        "overdue_flag": "overdue",
+        "more": "and {n} more",
+        "untitled": "(untitled)",
+        "too_long": "The message didn't fit into Telegram — see the task:",
+        "reminder": "Deadline in {lead}: {deadline}",
+        "assigned": "New assignee",
+        "reminder_soon": "Deadline soon: {deadline}",
+        "earlier": "…and {n} earlier {changes}",
+        "digest": "While the bot was away: {n} {changes}",
+        "burst": "{n} {changes} at once",
+        "due_in": "in {n} {unit}",
+        "due_late": "{n} {unit} overdue",
+        "daily": "Tasks for {day}: {overdue} overdue, {today} due today",
+        "daily_overdue": "Overdue",
+        "daily_today": "Due today",
+        "comment": "Comment",
+        "comment_by": "{name} writes:",
+        "files": "Files",
+        # ── plural forms: a tuple, one form per plural category of the language (PLURAL_FORMS) ──
+        "changes": ("change", "changes"),
+        "unit_m": ("minute", "minutes"),
+        "unit_h": ("hour", "hours"),
+        "unit_d": ("day", "days"),
+        "unit_w": ("week", "weeks"),
+        # ── abbreviated units (/status), the same for any number ──
+        "abbr_s": "s",
+        "abbr_m": "min",
+        "abbr_h": "h",
+        "abbr_d": "d",
     },
 }
 
-# The command menu (setMyCommands), in this order.
-MENU = ("my", "today", "overdue", "find", "task", "follow", "unfollow", "subscribe", "unsubscribe", "subscriptions",
-        "mute", "unmute", "lang", "status", "help")
-ADMIN_COMMANDS = frozenset({"status"})  # in the bot's admins' menu only (a per-chat BotCommandScope)
+_TEXTS = {lang: MappingProxyType({k: v for k, v in entries.items() if isinstance(v, str)})
+          for lang, entries in CATALOGUE.items()}
 
 
-def texts(lang: str) -> dict[str, str]:
-    """The texts of a language; an unknown one falls back to English."""
-    return TEXTS.get(lang, TEXTS["en"])
+def language(code: str | None) -> str:
+    """A language of the catalogue; an unknown one falls back to English rather than failing a message."""
+    code = (code or "").lower()
+    return code if code in CATALOGUE else FALLBACK
+
+
+def texts(lang: str | None) -> Mapping[str, str]:
+    """The plain (non-plural) texts of a language."""
+    return _TEXTS[language(lang)]
+
+
+def plural(lang: str | None, key: str, n: int) -> str:
+    """The form of plural entry `key` for the number n: plural("ru", "unit_h", 22) == "часа"."""
+    lang = language(lang)
+    forms = CATALOGUE[lang][key]
+    if not isinstance(forms, tuple):
+        raise KeyError(f"{key} is not a plural entry")
+    return forms[min(_PLURAL[lang](abs(n)), len(forms) - 1)]
