@@ -82,7 +82,7 @@ class PlanfixSettings(_Section):
     requests_per_second: float = Field(default=1.0, gt=0, le=50)
     daily_request_budget: int = Field(default=20000, ge=100)
     timeout_seconds: float = Field(default=30.0, gt=0, le=300)
-    # Planfix requests one person's commands and buttons may cause per minute (issue 10); beyond it they are
+    # Planfix requests one person's commands and buttons may cause per minute; beyond it they are
     # answered from the bot's copy, so nobody can starve the feed.
     requests_per_user_per_minute: int = Field(default=6, ge=1, le=600)
 
@@ -153,13 +153,13 @@ class StateSettings(_Section):
 class PollSettings(_Section):
     interval_seconds: float = Field(default=30, ge=1, le=3600)
     overlap_minutes: int = Field(default=2, ge=1, le=60)
-    # Issue 4 (detection): back-off, local deadline checks, reminders, the sweep, catch-up after downtime.
+    # Detection: back-off, local deadline checks, reminders, the sweep, catch-up after downtime.
     max_backoff_seconds: float = Field(default=300, ge=1, le=3600)
     deadline_check_seconds: float = Field(default=5, ge=1, le=300)
     remind_before: list[str] = []
     sweep_hours: float = Field(default=24, ge=0, le=24 * 7)
     catchup_digest_threshold: int = Field(default=10, ge=1, le=1000)
-    # Issue 10: a live poll (or deadline check) giving one chat more changes than this sends them as one grouped
+    # A live poll (or deadline check) giving one chat more changes than this sends them as one grouped
     # message (split only where Telegram's length limit forces it); 0 = never group live changes.
     burst_threshold: int = Field(default=10, ge=0, le=1000)
     max_event_age_hours: float = Field(default=24, gt=0, le=24 * 30)
@@ -186,7 +186,7 @@ class DisplaySettings(_Section):
 
 
 class DeliverySettings(_Section):
-    """How the sender talks to Telegram (issue 5): coalescing, timeouts, when admins hear about waits."""
+    """How the sender talks to Telegram: coalescing, timeouts, when admins hear about waits."""
 
     coalesce_seconds: float = Field(default=10, ge=0, le=3600)  # 0 = every change is its own message
     send_timeout_seconds: float = Field(default=30, gt=0, le=300)
@@ -209,7 +209,7 @@ class MetricsSettings(_Section):
 
 
 class ActionsSettings(_Section):
-    """Writing to Planfix from Telegram (issue 13): replies become comments, the Status button changes status."""
+    """Writing to Planfix from Telegram: replies become comments, the Status button changes status."""
 
     enabled: bool = False  # opt-in per installation: off, nobody can change anything in Planfix from Telegram
     post_as_user: bool = True  # author = the person's own Planfix user (`owner`); refused or false: the API user

@@ -19,7 +19,7 @@ class Kind(StrEnum):
     ASSIGNED = "assigned"  # a user became an assignee; personal to them
     COMMENT = "comment"  # someone commented; personal to the other participants, routes opt in
     DIGEST = "digest"  # many events for one chat folded into one message
-    DAILY = "daily"  # the daily digest of one chat (issue 6)
+    DAILY = "daily"  # the daily digest of one chat
 
 
 STATUS, DEADLINE, OVERDUE, REMINDER = Kind.STATUS, Kind.DEADLINE, Kind.OVERDUE, Kind.REMINDER

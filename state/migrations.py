@@ -70,14 +70,14 @@ def m001_initial(db: Database) -> None:
 
 @migrations()
 def m002_detection_sweep(db: Database) -> None:
-    """Issue 4: the task ids the current reconciliation pass has seen in Planfix's active list (the rest are
+    """The task ids the current reconciliation pass has seen in Planfix's active list (the rest are
     checked one by one at the end of the pass: closed, deleted or no longer visible)."""
     db.execute("CREATE TABLE IF NOT EXISTS sweep_seen (task_id INTEGER PRIMARY KEY)")
 
 
 @migrations()
 def m003_delivery_coalescing(db: Database) -> None:
-    """Issue 5: outbox rows folded into one Telegram message (coalescing) point at the row that sent it."""
+    """Outbox rows folded into one Telegram message (coalescing) point at the row that sent it."""
     db.execute("ALTER TABLE outbox ADD COLUMN group_id INTEGER")
     db.execute("CREATE INDEX IF NOT EXISTS outbox_chat_due ON outbox (chat_id, status, not_before, id)")
     db.execute("CREATE INDEX IF NOT EXISTS events_task ON events (task_id)")
@@ -85,7 +85,7 @@ def m003_delivery_coalescing(db: Database) -> None:
 
 @migrations()
 def m004_chat_prefs(db: Database) -> None:
-    """Issue 6: what chats asked for — language, mute, subscriptions, followed tasks, snoozes — plus the daily
+    """What chats asked for — language, mute, subscriptions, followed tasks, snoozes — plus the daily
     digest log, saved list queries (for paging buttons) and the cache of each task's latest actions."""
     db.execute(
         "CREATE TABLE IF NOT EXISTS chat_settings (chat_id INTEGER PRIMARY KEY, language TEXT, muted_until REAL, "
@@ -130,7 +130,7 @@ def m004_chat_prefs(db: Database) -> None:
 
 @migrations()
 def m005_set_aside(db: Database) -> None:
-    """Issue 10: tasks Planfix refuses to show one by one (no access, a malformed card, an unknown code for that
+    """Tasks Planfix refuses to show one by one (no access, a malformed card, an unknown code for that
     task alone). Their snapshots stay; these rows say why they are not read, since when, and last checked."""
     db.execute(
         "CREATE TABLE IF NOT EXISTS set_aside (task_id INTEGER PRIMARY KEY, code TEXT NOT NULL, since TEXT NOT NULL, "
@@ -140,7 +140,7 @@ def m005_set_aside(db: Database) -> None:
 
 @migrations()
 def m007_history_pruning(db: Database) -> None:
-    """Issue 11: delivered rows and their events are pruned after `state.keep_days`, so the totals /metrics shows
+    """Delivered rows and their events are pruned after `state.keep_days`, so the totals /metrics shows
     move to a small counters table (seeded from the rows kept so far), and the pruning gets its indexes."""
     from state.reasons import failure_reason
 
@@ -161,7 +161,7 @@ def m007_history_pruning(db: Database) -> None:
 
 @migrations()
 def m008_group_makers(db: Database) -> None:
-    """Issue 11: the standing of each person who made a group's subscription or follow — still linked, still in
+    """The standing of each person who made a group's subscription or follow — still linked, still in
     the group, still its administrator? — checked from chat_member updates and at least daily; when they no
     longer qualify their subscriptions there are suspended and the group is told once (`told`)."""
     db.execute(
@@ -179,7 +179,7 @@ def m008_group_makers(db: Database) -> None:
 
 @migrations()
 def m009_chat_actions(db: Database) -> None:
-    """Issue 13: which task each message the bot sent directly is about (cards, confirmations; notifications are
+    """Which task each message the bot sent directly is about (cards, confirmations; notifications are
     found through the outbox), and every write to Planfix made from Telegram: its intent before the call, its
     result after, so a redelivered update never writes twice and the feed can tell our own actions."""
     db.execute(
@@ -213,7 +213,7 @@ def m009_chat_actions(db: Database) -> None:
 
 @migrations()
 def m010_task_columns(db: Database) -> None:
-    """Issue 12: what SQL selects tasks by — the title, the assignees and the participants — as columns and rows of
+    """What SQL selects tasks by — the title, the assignees and the participants — as columns and rows of
     their own, so no query depends on the JSON layout of a snapshot (json_extract, json_each). Filled from the
     stored snapshots here, in Python (the layout known today), then by every snapshot write."""
     db.execute("ALTER TABLE tasks ADD COLUMN title TEXT")

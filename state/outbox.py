@@ -16,7 +16,7 @@ from state.records import OutboxItem
 
 class OutboxRepository(Repository):
     """The `outbox` table (joined with the events it sends). Request paths (/metrics, /status, STATUS=) read only
-    bounded queries here: by what is waiting now, never by how much history the file holds (issue 11)."""
+    bounded queries here: by what is waiting now, never by how much history the file holds."""
 
     def due_outbox(self, now: datetime, limit: int = 50) -> list[OutboxItem]:
         """Pending rows whose time has come, oldest first."""

@@ -217,7 +217,7 @@ class Prefs:
                 self.db.execute(f"UPDATE OR IGNORE {table} SET chat_id = ? WHERE chat_id = ?", [new_chat_id, old_chat_id])
                 self.db.execute(f"DELETE FROM {table} WHERE chat_id = ?", [old_chat_id])
 
-    # -- the people who made a group's subscriptions and follows (issue 11) -------------------------------------
+    # -- the people who made a group's subscriptions and follows -------------------------------------
 
     def group_makers(self, chat_id: int | None = None) -> list[tuple[int, int]]:
         """(group chat, person) for everyone who made a subscription or follow in a group (chat id < 0)."""

@@ -68,7 +68,7 @@ class Store:
         try:
             return cls._open(path)
         except sqlite3.DatabaseError as exc:
-            # Restarting cannot repair a damaged file: say once what it is and what to do (issue 11, item 3).
+            # Restarting cannot repair a damaged file: say once what it is and what to do.
             text = " ".join(str(exc).split())  # one line: quick_check reports span several
             if "not a database" in text or "malformed" in text:
                 raise StateFileError(path, f"damaged or not a planfix-bot state file ({text})", _RESTORE) from None

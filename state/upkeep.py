@@ -1,4 +1,4 @@
-"""Keeping the state file small: pruning settled history in small batches and giving free pages back (issue 11)."""
+"""Keeping the state file small: pruning settled history in small batches and giving free pages back."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ class UpkeepRepository(Repository):
         return rows + events
 
     def ensure_incremental_vacuum(self) -> bool:
-        """A file made before issue 11 needs one VACUUM to switch to auto_vacuum=INCREMENTAL; done after its first
+        """A file made before pruning existed needs one VACUUM to switch to auto_vacuum=INCREMENTAL; done after its first
         pruning, when it is small. False (logged) if that failed — a full disk: freed pages are then reused, not
         returned, and the next pruning tries again."""
         if self.db.execute("PRAGMA auto_vacuum").fetchone()[0] == 2:

@@ -1,4 +1,4 @@
-"""Writing to Planfix from Telegram (issue 13): who may act, what is sent, and each write exactly once."""
+"""Writing to Planfix from Telegram: who may act, what is sent, and each write exactly once."""
 
 from __future__ import annotations
 

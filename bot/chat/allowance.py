@@ -1,4 +1,4 @@
-"""Each person's share of Planfix requests (issue 10): one person's commands and button presses cannot eat the
+"""Each person's share of Planfix requests: one person's commands and button presses cannot eat the
 rate the feed needs. A token bucket per Telegram user (aiolimiter): `per_minute` requests, refilled evenly. Reads
 (a card, Refresh, a list re-read while the feed is stale) take from it today; a later write (posting a comment)
 takes from the same bucket, so nobody gets more Planfix time by mixing them."""

@@ -57,7 +57,7 @@ class StatusAct(StrEnum):
 
 
 class StatusButton(CallbackData, prefix="a1"):
-    """Status ▸ under a card or a personal notice (issue 13): the task number and, for SET, the status id. Like every
+    """Status ▸ under a card or a personal notice: the task number and, for SET, the status id. Like every
     button, re-checked on every press: the presser must be allowed to see (and so to act on) the task."""
 
     act: StatusAct

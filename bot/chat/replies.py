@@ -1,4 +1,4 @@
-"""Telegram side of writing to Planfix (issue 13): replies and /comment become comments, Status ▸ changes status."""
+"""Telegram side of writing to Planfix: replies and /comment become comments, Status ▸ changes status."""
 
 from __future__ import annotations
 

@@ -39,7 +39,7 @@ def parse_task_number(args: str | None) -> int | None:
 def card_keyboard(ctx: ChatContext, general: int, lang: str, *, following: bool) -> InlineKeyboardMarkup:
     words = texts(lang)
     follow = TaskButton(act=TaskAct.UNFOLLOW if following else TaskAct.FOLLOW, number=general)
-    # Issue 13: Status ▸ only where writing to Planfix is turned on.
+    # Status ▸ only where writing to Planfix is turned on.
     status = [button(words["status_button"], data=StatusButton(act=StatusAct.MENU, number=general).pack())]
     markup = keyboard(
         [open_button(ctx.web_url, general, lang),
@@ -102,7 +102,7 @@ async def cmd_task(message: Message, command: CommandObject, chat: ChatContext, 
         return
     text, markup = await card(chat, viewer, message.chat.id, number, lang)
     sent = await message.answer(text, reply_markup=markup, link_preview_options=NO_PREVIEW)
-    if markup is not None:  # a card: a reply to it comments on this task (issue 13)
+    if markup is not None:  # a card: a reply to it comments on this task
         Actions(chat.store.db).remember_message(sent.chat.id, sent.message_id, 0, number, chat.clock())
 
 

@@ -53,7 +53,7 @@ def build_sender(settings: Settings, store: Store, bot: Bot, *, zone: Callable[[
                  audience: Audience | None = None, buttons: Buttons | None = None,
                  status_names: render.StatusNames | None = None) -> Sender:
     """The Sender as configured by [delivery], [[routes]] and telegram.admin_ids; `language` and `audience`
-    (issue 6) add per-chat languages and the mutes and snoozes chats asked for."""
+    add per-chat languages and the mutes and snoozes chats asked for."""
     delivery = settings.delivery
     button = open_button_text if callable(open_button_text) else (lambda chat_id: open_button_text)
     return Sender(

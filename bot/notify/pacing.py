@@ -180,7 +180,7 @@ class Pacing:
         return limiter
 
     def group_window(self, chat_id: int) -> SlidingWindow:
-        """Groups and channels (negative ids) also get 20 messages in any 60 s (issue 11: a sliding window, as
+        """Groups and channels (negative ids) also get 20 messages in any 60 s (a sliding window, as
         Telegram counts; a bucket let ~40 through in the first minute and drew 429s of 17–22 s)."""
         window = self._per_group.get(chat_id)
         if window is None:

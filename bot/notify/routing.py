@@ -4,7 +4,7 @@
 Quiet hours are a property of a route: inside the window a route's messages are deferred to its end (never
 dropped), read in the route's own time zone; HIGH-importance tasks may bypass the window when the route says so.
 
-Chats can also ask for more from Telegram (issue 6): an `Audience` (bot/chat/audience.py) adds the chats subscribed
+Chats can also ask for more from Telegram: an `Audience` (bot/chat/audience.py) adds the chats subscribed
 to the event's project or following its task — each already checked against who may see the task — and says how
 long a chat's mute or a task's snooze holds a message back (deferred like quiet hours, never dropped).
 """

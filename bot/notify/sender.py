@@ -283,7 +283,7 @@ class Sender:
             record()
         except sqlite3.Error as exc:
             # Telegram has the message but the state file does not know: keep the record in memory and stop
-            # sending until it can be written, instead of sending the row again (issue 11: no spam on a full disk).
+            # sending until it can be written, instead of sending the row again (no spam on a full disk).
             self.guard.failed(exc, unrecorded=record)
             self.sent += message.edit_id is None
             self.edited += message.edit_id is not None

@@ -30,7 +30,7 @@ class Rendered:
     fallback_html: str
     url: str | None
     silent: bool = False
-    buttons: tuple[tuple[str, str], ...] = ()  # more buttons (text, callback data) in a row under the link (issue 13)
+    buttons: tuple[tuple[str, str], ...] = ()  # more buttons (text, callback data) in a row under the link
 
 
 def plain_text(html_text: str) -> str:

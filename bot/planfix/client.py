@@ -223,7 +223,7 @@ class PlanfixClient:
         async with self._http.stream("POST", self.url, content=body) as response:
             self._note_rate_limit(response.headers)
             if response.status_code in WRONG_ENDPOINT:
-                # Not a transient fault: retrying a wrong endpoint for ever would hide it (issue 10).
+                # Not a transient fault: retrying a wrong endpoint for ever would hide it.
                 raise endpoint_error(method, self.url, response.status_code, response.headers.get("Location"))
             if response.status_code != 200:
                 raise PlanfixTransientError(

@@ -56,7 +56,7 @@ class Snapshot:
     participants: tuple[int, ...] = ()
     overdue_for: str | None = None  # the deadline value an overdue notice was already made for
     reminded: tuple[str, ...] = ()  # "lead@deadline": reminders made (or passed over) for the current deadline
-    # Issue 6 (chat commands answer lists and cards from snapshots). Rows stored before these fields existed, and
+    # Chat commands answer lists and cards from snapshots. Rows stored before these fields existed, and
     # snapshots made from task.getList items (which carry no auditors or members), simply have them empty.
     owner_id: int | None = None
     workers: tuple[int, ...] = ()  # assignee user ids
@@ -64,7 +64,7 @@ class Snapshot:
     worker_groups: tuple[str, ...] = ()  # names of assignee groups
     # str(user id) -> display name, for the owner, the assignees and the auditors
     names: dict[str, str] = dataclasses.field(default_factory=dict, hash=False)
-    # Issue 10: the status's `hasDeadline` — whether Planfix tracks the deadline in it (a rejected status can be
+    # The status's `hasDeadline` — whether Planfix tracks the deadline in it (a rejected status can be
     # active). Rows stored before it existed count as tracked, as before.
     has_deadline: bool = True
 
