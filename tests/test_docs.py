@@ -95,3 +95,31 @@ def test_how_it_works_names_real_functions_in_at_most_12_steps():
                 assert callable(resolve(module, token)), f"step {number}: {token}"
                 named += 1
         assert named, f"step {number} names no function: {step}"
+
+
+def layout_block() -> str:
+    start = README.index("### Layout")
+    return re.search(r"```\n(.*?)\n```", README[start:], re.DOTALL)[1]
+
+
+def test_layout_names_only_files_that_exist_and_describes_every_package():
+    """Every path in the README's Layout exists (a bare `x.py` is looked up in the directory its entry describes);
+    every package directory, every top-level module of bot/ and every top-level directory is described there."""
+    block = layout_block()
+    missing, here = [], ROOT
+    for line in block.splitlines():
+        if not line.startswith(" "):
+            head = line.split()[0]
+            here = ROOT / head if head.endswith("/") else ROOT
+        paths = r"(?:\.ci|bot|state|tests|bench|systemd)/[\w./@-]*|\b[\w@-]+\.(?:py|service)\b"
+        for token in re.findall(paths, line):
+            path = ROOT / token if "/" in token else here / token
+            if not path.exists():
+                missing.append(token)
+    assert missing == []
+    entries = {line.split()[0] for line in block.splitlines() if line and not line.startswith(" ")}
+    entries |= {m for line in block.splitlines() for m in re.findall(r"\s(bot/\w+\.py)\s", line)}
+    packages = {f"bot/{p.parent.name}/" for p in (ROOT / "bot").glob("*/__init__.py")}
+    modules = {f"bot/{p.name}" for p in (ROOT / "bot").glob("*.py") if p.name != "__init__.py"}
+    tracked = {"state/", "tests/", "bench/", "systemd/", ".ci/run"}
+    assert sorted((packages | modules | tracked) - entries) == []
