@@ -513,10 +513,11 @@ def footprint(args: argparse.Namespace) -> int:
 
 
 def framework_rss() -> float | None:
-    """Peak RSS of a Python process that only imports aiogram (the floor for any aiogram bot here)."""
+    """Peak RSS of a Python process that only imports the daemon (`bot.app`: aiogram with its models built lazily,
+    pydantic, aiohttp, httpx, APScheduler, sqlite-utils) and does nothing: the floor for the whole daemon."""
     import subprocess
 
-    code = "import resource, aiogram.methods; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
+    code = "import resource, bot.app; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     try:
         return float(done.stdout.strip())
@@ -893,8 +894,8 @@ def main(argv: list[str] | None = None) -> int:
     floor = None if args.no_rss else framework_rss()
     report(args.tasks, results, args)
     if floor is not None:
-        print(f"note: a Python process that only imports aiogram (and so pydantic) peaks at {floor:.0f} MB here; "
-              "that is the floor for the whole daemon, detection adds the rest.")
+        print(f"note: a Python process that only imports the daemon (`import bot.app`) peaks at {floor:.1f} MB "
+              "here; that is the floor for the whole daemon, detection adds the rest.")
     return 0
 
 
