@@ -8,8 +8,10 @@ import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo
 
 import structlog
 from aiogram import Bot, Dispatcher
@@ -42,6 +44,7 @@ from bot.watch.jobs import BackgroundJob, Detection, detection_from_settings
 from bot.watch.poller import Poller
 from state.actions import Actions, Write
 from state.prefs import Prefs, TaskIndex
+from state.records import DeliveryRow
 from state.store import Store
 
 if TYPE_CHECKING:
@@ -77,6 +80,15 @@ def make_client(settings: Settings) -> PlanfixClient:
         # One budget for every Planfix request: rate, priorities, the daily allowance, the 0007 pause.
         budget=Budget(requests_per_second=pf.requests_per_second, daily=pf.daily_request_budget),
     )
+
+
+def route_event(event: Event, now: datetime, *, settings: Settings, store: Store, audience: ChatAudience,
+                zone: Callable[[], ZoneInfo], own_writes: Actions, unsettled: dict[int, Write]) -> list[DeliveryRow]:
+    """The outbox rows for one event (the detector's router): `deliveries` to routes, linked users and the chats
+    that asked, minus the private chat of whoever made the change from Telegram."""
+    rows = deliveries(event, now, routes=settings.routes, users=settings.users, zone=zone(),
+                      migrated=store.chats.chat_migrations(), audience=audience)
+    return skip_own_actor(own_writes, rows, event, unsettled)
 
 
 @dataclass
@@ -118,13 +130,8 @@ class Daemon:
         own_writes = Actions(store.db)  # changes made from Telegram, by action id
         unsettled: dict[int, Write] = {}  # … and those the feed saw before their write was settled (a crash)
 
-        def route(event: Event, now: datetime):
-            rows = deliveries(
-                event, now, routes=settings.routes, users=settings.users, zone=zone(),
-                migrated=store.chats.chat_migrations(), audience=audience,
-            )
-            return skip_own_actor(own_writes, rows, event, unsettled)
-
+        route = partial(route_event, settings=settings, store=store, audience=audience, zone=zone,
+                        own_writes=own_writes, unsettled=unsettled)
         detection = detection_from_settings(
             settings, client=client, store=store, route=route, notify_admins=sender.tell_admins,
             on_queued=sender.wake,

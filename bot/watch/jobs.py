@@ -338,13 +338,6 @@ class Detection:
         common: dict[str, Any] = {"health": health, "budget": budget, "clock": clock, "max_backoff": max_backoff,
                                   "rng": rng, "store_health": store_health}
 
-        async def poll_step() -> None:
-            before = sum(budget.granted[p] for p in (Priority.FEED, Priority.ENRICH))
-            steady = poller.caught_up  # start-up (user, statuses) and the first-start baseline are one-offs
-            result = await poller.poll_once()
-            if steady and not result.baseline and not result.more:
-                pacer.observe(sum(budget.granted[p] for p in (Priority.FEED, Priority.ENRICH)) - before)
-
         started = clock()
 
         def deadlines_ready() -> bool:
@@ -355,17 +348,27 @@ class Detection:
         async def deadline_step() -> None:
             poller.detector.check_deadlines(caught_up=poller.caught_up)
 
-        jobs = [
+        detection = cls(poller=poller, budget=budget, health=health, pacer=pacer, sweep=sweep)
+        detection.jobs = [
             # A first start or catch-up that stopped at its time slice (progress committed) goes on at once.
-            BackgroundJob("poll", poll_step, interval=lambda: 0.0 if poller.more else pacer.interval(), lock=lock,
-                          **common),
+            BackgroundJob("poll", detection.poll_step, interval=lambda: 0.0 if poller.more else pacer.interval(),
+                          lock=lock, **common),
             BackgroundJob("deadlines", deadline_step, interval=lambda: deadline_every, ready=deadlines_ready,
                           lock=asyncio.Lock(), uses_planfix=False, **common),
         ]
         if sweep is not None:
-            jobs.append(BackgroundJob("sweep", sweep.step, interval=sweep.step_interval, lock=lock,
-                                      ready=lambda: poller.caught_up, **common))
-        return cls(poller=poller, budget=budget, health=health, jobs=jobs, pacer=pacer, sweep=sweep)
+            detection.jobs.append(BackgroundJob("sweep", sweep.step, interval=sweep.step_interval, lock=lock,
+                                                ready=lambda: poller.caught_up, **common))
+        return detection
+
+    async def poll_step(self) -> None:
+        """The poll job's step: one `Poller.poll_once`, its requests fed to the pacer (steady polls only)."""
+        granted = self.budget.granted
+        before = granted[Priority.FEED] + granted[Priority.ENRICH]
+        steady = self.poller.caught_up  # start-up (user, statuses) and the first-start baseline are one-offs
+        result = await self.poller.poll_once()
+        if steady and self.pacer is not None and not result.baseline and not result.more:
+            self.pacer.observe(granted[Priority.FEED] + granted[Priority.ENRICH] - before)
 
     def job(self, name: str) -> BackgroundJob:
         return next(j for j in self.jobs if j.name == name)
