@@ -3,8 +3,10 @@ per-item errors, the 0007 pause, local overdue and reminders, catch-up digests a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
+from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -69,21 +71,30 @@ class World:
         return json.loads(row[0])
 
 
-@pytest.fixture
-async def world(tmp_path):
+@contextlib.asynccontextmanager
+async def world_at(tmp_path, *, timeout: float = 0.5) -> AsyncIterator[World]:
+    """A fake Planfix on a virtual clock, a client with a fast budget and a fresh state file (`timeout`: how
+    patient the client is; tests moving a lot of data on a busy machine want more)."""
     clock = Clock(datetime(2026, 11, 23, 9, 0, 30, tzinfo=UTC))
     pf = FakePlanfix(clock=clock)
     await pf.start()
     pf.add_user(ANNA, "Anna")
     pf.add_user(BORIS, "Boris")
-    budget = Budget(requests_per_second=500, clock=clock)
-    client = PlanfixClient(url=pf.url, account=pf.account, api_key=pf.api_key, token=pf.token, timeout=0.5,
-                           max_body_bytes=1_000_000, budget=budget)
+    client = PlanfixClient(url=pf.url, account=pf.account, api_key=pf.api_key, token=pf.token, timeout=timeout,
+                           max_body_bytes=1_000_000, budget=Budget(requests_per_second=500, clock=clock))
     store = Store.open(tmp_path / "state.sqlite3")
-    yield World(pf, clock, store, client)
-    await client.aclose()
-    store.close()
-    await pf.stop()
+    try:
+        yield World(pf, clock, store, client)
+    finally:
+        await client.aclose()
+        store.close()
+        await pf.stop()
+
+
+@pytest.fixture
+async def world(tmp_path):
+    async with world_at(tmp_path) as made:
+        yield made
 
 
 # --- error policy ---------------------------------------------------------------------------------------------

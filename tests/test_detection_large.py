@@ -10,31 +10,14 @@ import pytest
 from bot.events import OVERDUE, STATUS
 from bot.planfix.errors import PlanfixError
 from bot.watch.diff import parse_leads
-from tests.test_detection import ANNA, BORIS, Clock, World
+from tests.test_detection import ANNA, BORIS, World, world_at
 
 
 @pytest.fixture
 async def world(tmp_path):
     """test_detection's world with a patient client: these tests move a lot of data on a shared, busy machine."""
-    from datetime import UTC, datetime
-
-    from bot.fakes.planfix import FakePlanfix
-    from bot.planfix.budget import Budget
-    from bot.planfix.client import PlanfixClient
-    from state.store import Store
-
-    clock = Clock(datetime(2026, 11, 23, 9, 0, 30, tzinfo=UTC))
-    pf = FakePlanfix(clock=clock)
-    await pf.start()
-    pf.add_user(ANNA, "Anna")
-    pf.add_user(BORIS, "Boris")
-    client = PlanfixClient(url=pf.url, account=pf.account, api_key=pf.api_key, token=pf.token, timeout=5,
-                           max_body_bytes=1_000_000, budget=Budget(requests_per_second=500, clock=clock))
-    store = Store.open(tmp_path / "state.sqlite3")
-    yield World(pf, clock, store, client)
-    await client.aclose()
-    store.close()
-    await pf.stop()
+    async with world_at(tmp_path, timeout=5) as made:
+        yield made
 
 
 # --- item 3: deadlines only where Planfix tracks them ----------------------------------------------------------

@@ -3,33 +3,20 @@ and deleted tasks, paging while the list shifts, its pace and priority, and its 
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 
 from bot.events import DEADLINE, STATUS
-from bot.fakes.planfix import FakePlanfix
-from bot.planfix.budget import Budget, Priority
-from bot.planfix.client import PlanfixClient
+from bot.planfix.budget import Priority
 from bot.watch.sweep import PAGES, VERIFY, Sweep
-from state.store import Store
-from tests.test_detection import ANNA, BORIS, Clock, World
+from tests.test_detection import ANNA, world_at
 
 
 @pytest.fixture
 async def world(tmp_path):
-    clock = Clock(datetime(2026, 11, 23, 9, 0, 30, tzinfo=UTC))
-    pf = FakePlanfix(clock=clock)
-    await pf.start()
-    pf.add_user(ANNA, "Anna")
-    pf.add_user(BORIS, "Boris")
-    client = PlanfixClient(url=pf.url, account=pf.account, api_key=pf.api_key, token=pf.token, timeout=2,
-                           budget=Budget(requests_per_second=500, clock=clock))
-    store = Store.open(tmp_path / "state.sqlite3")
-    yield World(pf, clock, store, client)
-    await client.aclose()
-    store.close()
-    await pf.stop()
+    async with world_at(tmp_path, timeout=2) as made:
+        yield made
 
 
 async def full_pass(sweep: Sweep, limit: int = 50) -> list:
