@@ -194,6 +194,8 @@ async def soak(minutes: float, seed: int, keep_log: str | None = None) -> int:
         tracebacks = log.count("Traceback")
         if keep_log:
             Path(keep_log).write_text(log)  # noqa: ASYNC240 (once, at the end)
+            Path(keep_log + ".messages").write_text(  # noqa: ASYNC240
+                "\n\n".join(f"[{m.message_id}{' edited' if m.edited else ''}] {m.plain_text}" for m in tg.messages_to(CHAT)))
     await tg.stop()
     await pf.stop()
 
