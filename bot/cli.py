@@ -19,7 +19,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="planfix-bot",
         description="Watch a Planfix account and tell Telegram chats when tasks change "
-        "(status, deadline, overdue, reminders); answer chat commands such as /task, /my and /find.",
+        "(status, deadline, overdue, reminders, assignments, comments); answer chat commands such as /task, /my "
+        "and /find; with [actions] enabled, a reply to a notice becomes a Planfix comment and Status ▸ changes it.",
         epilog="A config error exits with status 2 and one line naming the key; a damaged state file exits with "
         "status 3 and one line saying how to restore it. See config.example.toml.",
     )
