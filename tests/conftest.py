@@ -1,4 +1,4 @@
-"""Fixtures shared by the end-to-end tests."""
+"""Fixtures shared across test files: the fakes for end-to-end tests, the fake Telegram with a Bot and a state file."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import pytest
 
 from bot.fakes.planfix import FakePlanfix
 from bot.fakes.telegram import FakeTelegram
+from tests.telegram_fixtures import bot, fake, store  # noqa: F401  (fixtures for every test file)
 
 
 @pytest.fixture

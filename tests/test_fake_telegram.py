@@ -8,7 +8,6 @@ import time
 import aiohttp
 import pytest
 from aiogram import Bot, Dispatcher, F, Router
-from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.exceptions import (
     TelegramBadRequest,
@@ -26,30 +25,15 @@ from aiogram.types import Message as TgMessage
 
 from bot.fakes.telegram import FakeTelegram
 from bot.fakes.telegram_html import TelegramHTMLError, check_message_text, parse_telegram_entities
+from tests.telegram_fixtures import QuickSession
 
 USER = 222222222
 GROUP = -1001234567890
 KEYBOARD = InlineKeyboardMarkup(inline_keyboard=[[InlineKeyboardButton(text="Open", callback_data="open:1")]])
 
 
-class QuickSession(AiohttpSession):
-    """aiogram's close() sleeps 250 ms for TLS shutdown; plain HTTP on loopback has none to wait for."""
-
-    async def close(self) -> None:
-        if self._session is not None and not self._session.closed:
-            await self._session.close()
-
-
 def make_bot(fake: FakeTelegram, token: str | None = None) -> Bot:
     return Bot(token or fake.token, session=QuickSession(api=TelegramAPIServer.from_base(fake.base_url), timeout=5))
-
-
-@pytest.fixture
-async def fake():
-    server = FakeTelegram()
-    await server.start()
-    yield server
-    await server.stop()
 
 
 @pytest.fixture

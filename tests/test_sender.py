@@ -10,11 +10,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import structlog
 from aiogram import Bot
-from aiogram.client.session.aiohttp import AiohttpSession
-from aiogram.client.telegram import TelegramAPIServer
 
 from bot.events import DIGEST, STATUS, Digest, Event, StatusMove
-from bot.fakes.telegram import FakeTelegram
 from bot.notify import render
 from bot.notify.planfix_html import utf16_len
 from bot.notify.sender import CUT_UNITS, MAX_ATTEMPTS, Limits, PriorityTurnstile, Rendered, Sender
@@ -39,36 +36,6 @@ class Clock:
 
     def advance(self, seconds: float) -> None:
         self.offset += timedelta(seconds=seconds)
-
-
-@pytest.fixture
-async def fake():
-    server = FakeTelegram()
-    await server.start()
-    yield server
-    await server.stop()
-
-
-class QuickSession(AiohttpSession):
-    """aiogram's session without the 250 ms pause on close meant for TLS connections (there are none here)."""
-
-    async def close(self) -> None:
-        if self._session is not None and not self._session.closed:
-            await self._session.close()
-
-
-@pytest.fixture
-async def bot(fake):
-    client = Bot(fake.token, session=QuickSession(api=TelegramAPIServer.from_base(fake.base_url)))
-    yield client
-    await client.session.close()
-
-
-@pytest.fixture
-def store(tmp_path):
-    s = Store.open(tmp_path / "state.sqlite3")
-    yield s
-    s.close()
 
 
 def render_en(events: Sequence[Event], chat_id: int) -> Rendered:

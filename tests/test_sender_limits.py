@@ -8,37 +8,12 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from aiogram import Bot
-from aiogram.client.telegram import TelegramAPIServer
 
-from bot.fakes.telegram import FakeTelegram
 from bot.notify.sender import Limits, SlidingWindow, restriction_retry
-from state.store import DELIVERED, FAILED, PENDING, Store
-from tests.test_sender import ADMIN, ANNA, GROUP, QuickSession, event, make_sender, queue, rows
+from state.store import DELIVERED, FAILED, PENDING
+from tests.test_sender import ADMIN, ANNA, GROUP, event, make_sender, queue, rows
 
 RESTRICTED = "Bad Request: not enough rights to send text messages to the chat"
-
-
-@pytest.fixture
-async def fake():
-    server = FakeTelegram()
-    await server.start()
-    yield server
-    await server.stop()
-
-
-@pytest.fixture
-async def bot(fake):
-    client = Bot(fake.token, session=QuickSession(api=TelegramAPIServer.from_base(fake.base_url)))
-    yield client
-    await client.session.close()
-
-
-@pytest.fixture
-def store(tmp_path):
-    s = Store.open(tmp_path / "state.sqlite3")
-    yield s
-    s.close()
 
 
 # ── a temporary restriction ──────────────────────────────────────────────────────────────────────────────────

@@ -13,13 +13,6 @@ from state.store import DELIVERED, FAILED, PENDING, Store
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
 
-@pytest.fixture
-def store(tmp_path):
-    s = Store.open(tmp_path / "state.sqlite3")
-    yield s
-    s.close()
-
-
 def commit(store, key="status:1:1", chats=(10,), now=NOW):
     return store.commit_poll(
         PollCommit(

@@ -12,8 +12,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from aiogram import Bot
-from aiogram.client.telegram import TelegramAPIServer
 
 from bot.events import STATUS, Event, StatusMove
 from bot.fakes.telegram import FakeTelegram
@@ -21,25 +19,10 @@ from bot.planfix.budget import Budget
 from bot.watch.jobs import BackgroundJob, Health
 from state.records import DeliveryRow, EventRow, PollCommit
 from state.store import DELIVERED, Store
-from tests.test_sender import ADMIN, ANNA, BORIS, GROUP, QuickSession, make_sender, queue
+from tests.test_sender import ADMIN, ANNA, BORIS, GROUP, make_sender, queue
 
 CHATS = (ANNA, BORIS, GROUP)
 PER_CHAT = 3
-
-
-@pytest.fixture
-async def fake():
-    server = FakeTelegram()
-    await server.start()
-    yield server
-    await server.stop()
-
-
-@pytest.fixture
-async def bot(fake):
-    client = Bot(fake.token, session=QuickSession(api=TelegramAPIServer.from_base(fake.base_url)))
-    yield client
-    await client.session.close()
 
 
 _serial = iter(range(1, 1_000_000))
